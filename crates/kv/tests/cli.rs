@@ -1,0 +1,140 @@
+//! The real `kv` binary, end to end, against a throwaway etcd.
+
+use std::time::{Duration, Instant};
+
+use test_etcd::{assert_clean_failure, free_port, get_value, Bin, TestEtcd};
+
+const KV: &str = env!("CARGO_BIN_EXE_kv");
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn default_run_prints_every_step_and_leaves_name_in_place() {
+    let etcd = TestEtcd::start().await;
+    let out = Bin::run(KV, &etcd.endpoint(), &[], LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines.contains(&"   name : ferris"), "{}", out.stdout);
+    for step in [
+        "1. put name = ferris",
+        "2. get name",
+        "3. put /kv-demo/color",
+        "4. get --prefix /kv-demo/",
+        "5. ",
+        "6. deleted 3 keys",
+    ] {
+        assert!(
+            out.stdout.contains(step),
+            "missing {step:?} in:\n{}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout.contains("prev_kv returned: red"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("was red, now it is blue"),
+        "{}",
+        out.stdout
+    );
+
+    let mut client = etcd.client().await;
+    assert_eq!(
+        get_value(&mut client, "name").await.as_deref(),
+        Some("ferris")
+    );
+    let demo = client
+        .get(
+            "/kv-demo/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(demo.count(), 0, "the demo keys are deleted at the end");
+}
+
+#[tokio::test]
+async fn key_and_value_flags_change_the_first_step() {
+    let etcd = TestEtcd::start().await;
+    let out = Bin::run(
+        KV,
+        &etcd.endpoint(),
+        &["--key", "k1", "--value", "v1"],
+        LIMIT,
+    )
+    .await;
+    assert!(out.status.success(), "{out:#?}");
+    assert!(
+        out.stdout.lines().any(|l| l.contains("k1 : v1")),
+        "{}",
+        out.stdout
+    );
+
+    let mut client = etcd.client().await;
+    assert_eq!(get_value(&mut client, "k1").await.as_deref(), Some("v1"));
+    assert_eq!(
+        get_value(&mut client, "name").await,
+        None,
+        "only --key is written"
+    );
+}
+
+#[tokio::test]
+async fn dead_endpoint_fails_fast_with_one_clear_line() {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let out = Bin::run(KV, &dead, &["--dial-timeout", "2"], LIMIT).await;
+    let took = started.elapsed();
+
+    assert_clean_failure(&out);
+    assert!(took < Duration::from_secs(2 + 2), "took {took:?}");
+    assert!(
+        out.stderr.contains(&dead),
+        "names the endpoint: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("scripts/etcd.sh up"),
+        "says what to do: {}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn dead_endpoint_with_backtraces_on_still_prints_one_line() {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let out = Bin::spawn_with_env(
+        KV,
+        &dead,
+        &["--dial-timeout", "1"],
+        &[("RUST_BACKTRACE", "1")],
+    )
+    .finish(LIMIT)
+    .await;
+    assert_clean_failure(&out);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_without_touching_etcd() {
+    let etcd = TestEtcd::start().await;
+    for (args, why) in [
+        (vec!["--key", ""], "--key"),
+        (vec!["--endpoints", "localhost"], "not an endpoint"),
+        (vec!["--endpoints", "127.0.0.1:notaport"], "no valid port"),
+        (vec!["--dial-timeout", "0"], "more than 0"),
+    ] {
+        let out = Bin::run(KV, &etcd.endpoint(), &args, LIMIT).await;
+        assert!(!out.status.success(), "{args:?} was accepted: {out:#?}");
+        assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+    let mut client = etcd.client().await;
+    assert_eq!(
+        get_value(&mut client, "name").await,
+        None,
+        "nothing was written"
+    );
+}

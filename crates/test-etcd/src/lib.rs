@@ -1,0 +1,403 @@
+//! Test-only support for etcd-by-example: every test talks to a real etcd.
+//!
+//! - [`TestEtcd`] starts a throwaway single-member etcd on free loopback ports with its own temporary data
+//!   directory, and can stop, SIGKILL and restart it on the same ports and data. Dropping it kills the
+//!   process and removes the directory, even when the test panics.
+//! - [`Bin`] runs a topic binary against such a member, reads its output line by line with deadlines, sends
+//!   it signals, and kills it when dropped.
+//! - [`eventually`] polls a condition until a deadline, for things etcd does on its own clock (lease expiry).
+//!
+//! Tests never use `127.0.0.1:2379`: that may be a developer's own etcd.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::Client;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use nix::sys::signal::Signal;
+
+/// How to get etcd, shown when it is missing.
+pub const INSTALL_HINT: &str = "etcd is not on PATH: run `scripts/install-deps.sh` \
+(Debian/Ubuntu: `sudo apt-get install etcd-server etcd-client protobuf-compiler libprotobuf-dev`; \
+macOS: `brew install etcd protobuf`)";
+
+/// How long a fresh member may take to become healthy on a busy 2-core machine.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// Finds `etcd` on PATH, or panics with the install command. Tests fail here; they never skip.
+pub fn etcd_binary() -> PathBuf {
+    find_on_path("etcd").unwrap_or_else(|| panic!("{INSTALL_HINT}"))
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A port nobody listens on right now. Another process could take it before etcd binds it; [`TestEtcd`]
+/// retries with fresh ports when that happens.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the loopback interface can always hand out an ephemeral port")
+}
+
+/// A throwaway single-member etcd bound to 127.0.0.1 only.
+pub struct TestEtcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl TestEtcd {
+    /// Starts a member and waits until it answers. Panics with the reason (and etcd's log) if it cannot.
+    pub async fn start() -> TestEtcd {
+        let binary = etcd_binary();
+        let mut last_error = String::new();
+        for _attempt in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("etcd-by-example-")
+                .tempdir()
+                .expect("the temp directory is writable");
+            let mut etcd = TestEtcd {
+                child: None,
+                dir,
+                client_port: free_port(),
+                peer_port: free_port(),
+            };
+            match etcd.spawn(&binary).await {
+                Ok(()) => return etcd,
+                // Most often a port race with another test: try again with new ports.
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("could not start a test etcd: {last_error}");
+    }
+
+    /// `127.0.0.1:PORT`, the form a user passes to `--endpoints`.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// A client connected to this member.
+    pub async fn client(&self) -> Client {
+        Client::connect([self.endpoint()], None)
+            .await
+            .expect("a client for a healthy local member can be built")
+    }
+
+    /// Path of etcd's own log file, for failure messages.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    /// The last lines of etcd's log.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Graceful stop (SIGTERM), waiting for the process to exit.
+    pub fn stop(&mut self) {
+        self.end_with(Signal::SIGTERM);
+    }
+
+    /// Crash (SIGKILL): no chance to clean up, as when a machine dies.
+    pub fn kill(&mut self) {
+        self.end_with(Signal::SIGKILL);
+    }
+
+    /// Starts the member again on the same ports with the same data.
+    pub async fn restart(&mut self) {
+        self.end_with(Signal::SIGKILL);
+        let binary = etcd_binary();
+        // The ports were ours a moment ago; the kernel may still hold them briefly.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            match self.spawn(&binary).await {
+                Ok(()) => return,
+                Err(e) => last_error = e,
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        panic!("could not restart the test etcd: {last_error}");
+    }
+
+    fn end_with(&mut self, sig: Signal) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), sig);
+            let _ = child.wait();
+        }
+    }
+
+    async fn spawn(&mut self, binary: &Path) -> Result<(), String> {
+        let client_url = format!("http://127.0.0.1:{}", self.client_port);
+        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let data_dir = self.dir.path().join("data");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|e| format!("cannot open etcd log: {e}"))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| format!("cannot open etcd log: {e}"))?;
+        let child = Command::new(binary)
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=test={peer_url}"))
+            .arg("--initial-cluster-state=new")
+            // etcd reads ETCD_* variables as flags; keep the caller's settings out of a test member.
+            .env_remove("ETCD_ENDPOINTS")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+        self.child = Some(child);
+        self.wait_healthy().await
+    }
+
+    async fn wait_healthy(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!("etcd exited with {status}:\n{}", self.log_tail()));
+                }
+            }
+            if self.answers().await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(format!(
+                    "etcd did not become healthy within {START_LIMIT:?}:\n{}",
+                    self.log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn answers(&self) -> bool {
+        let Ok(mut client) = Client::connect([self.endpoint()], None).await else {
+            return false;
+        };
+        // A linearizable read needs a leader: it proves the member serves requests, not just that the
+        // port is open.
+        let probe = client.get("health", None);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), probe).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+impl Drop for TestEtcd {
+    fn drop(&mut self) {
+        self.end_with(Signal::SIGKILL);
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value stored at `key`, or `None` if there is no such key.
+pub async fn get_value(client: &mut Client, key: &str) -> Option<String> {
+    let resp = client
+        .get(key, None)
+        .await
+        .expect("a get against the healthy test member succeeds");
+    resp.kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+}
+
+/// What a finished binary left behind.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A topic binary running against a test member. Dropping it kills the process.
+pub struct Bin {
+    child: tokio::process::Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+    stderr: Option<JoinHandle<String>>,
+    started: Instant,
+}
+
+impl Bin {
+    /// Starts `program` (use `env!("CARGO_BIN_EXE_<name>")`) with `ETCD_ENDPOINTS` set to `endpoint`.
+    pub fn spawn(program: &str, endpoint: &str, args: &[&str]) -> Bin {
+        Bin::spawn_with_env(program, endpoint, args, &[])
+    }
+
+    /// Like [`Bin::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        program: &str,
+        endpoint: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Bin {
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("RUST_BACKTRACE")
+            .env("ETCD_ENDPOINTS", endpoint)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let mut stderr = child.stderr.take().expect("stderr was piped");
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        Bin {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr: Some(stderr),
+            started: Instant::now(),
+        }
+    }
+
+    /// Runs `program` to completion, killing it if it takes longer than `limit`.
+    pub async fn run(program: &str, endpoint: &str, args: &[&str], limit: Duration) -> Output {
+        Bin::spawn(program, endpoint, args).finish(limit).await
+    }
+
+    /// The process ID, to send signals from elsewhere.
+    pub fn pid(&self) -> i32 {
+        self.child
+            .id()
+            .expect("the process is still ours until finish() or drop") as i32
+    }
+
+    /// Time since the process was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Sends a signal (SIGINT is what Ctrl-C sends; SIGKILL cannot be caught).
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig).expect("the process is still running");
+    }
+
+    /// Waits for the next stdout line that contains `needle`, and returns it. Panics with everything
+    /// printed so far if it does not come within `limit`, or if the process closes its output.
+    pub async fn line_containing(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Ok(None) => panic!(
+                    "output ended before a line containing {needle:?}; stdout so far:\n{}",
+                    self.seen.join("\n")
+                ),
+                Err(_) => panic!(
+                    "no line containing {needle:?} within {limit:?}; stdout so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to exit (killing it after `limit`) and returns all it printed.
+    pub async fn finish(mut self, limit: Duration) -> Output {
+        let status = match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.expect("waiting on our own child works"),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                panic!(
+                    "process did not exit within {limit:?}; stdout so far:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+        };
+        while let Some(line) = self.lines.recv().await {
+            self.seen.push(line);
+        }
+        let stderr = match self.stderr.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        Output {
+            status,
+            stdout: self.seen.join("\n"),
+            stderr,
+        }
+    }
+}
+
+/// Asserts the shape of a failed run: non-zero exit, exactly one `error:` line, no panic anywhere.
+pub fn assert_clean_failure(out: &Output) {
+    assert!(!out.status.success(), "expected a failure: {out:#?}");
+    let error_lines = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .count();
+    assert_eq!(error_lines, 1, "expected one `error:` line: {out:#?}");
+    assert!(
+        !out.stderr.contains("panicked") && !out.stdout.contains("panicked"),
+        "the program panicked: {out:#?}"
+    );
+}
