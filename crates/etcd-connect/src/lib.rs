@@ -4,7 +4,7 @@
 //!   flattens into its own clap arguments;
 //! - [`connect`]: builds an [`etcd_client::Client`] and proves that etcd answers, failing fast with a message
 //!   that says where it tried and what to do;
-//! - [`init_logging`]: `RUST_LOG`-driven logging, quiet by default;
+//! - [`init`]: `RUST_LOG`-driven logging, quiet by default, and Unix behaviour for `| head`;
 //! - [`Shutdown`]: waits for Ctrl-C or SIGTERM, so long-running topics can release what they hold;
 //! - [`report`]: the one error exit every binary uses: `error: ...` on one line, non-zero status, no panic.
 //!
@@ -40,6 +40,13 @@ pub struct ConnectArgs {
     /// How long to wait for etcd to answer before giving up, in seconds.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub dial_timeout: Duration,
+}
+
+impl ConnectArgs {
+    /// The endpoints for messages, as a user would type them: `127.0.0.1:2379`.
+    pub fn endpoints_shown(&self) -> String {
+        shown(&self.endpoints)
+    }
 }
 
 /// Checks one endpoint and returns it as an `http://host:port` URL.
@@ -99,28 +106,34 @@ pub async fn connect(args: &ConnectArgs) -> Result<Client> {
         .with_context(|| format!("cannot set up a client for {}", endpoints.join(",")))?;
 
     let probe = tokio::time::timeout(args.dial_timeout, client.status()).await;
-    match probe {
+    let why = match probe {
         Ok(Ok(status)) => {
             debug!(
                 "connected to etcd {} at {} (leader {:x}, revision {})",
                 status.version(),
-                endpoints.join(","),
+                shown(endpoints),
                 status.leader(),
                 status.header().map_or(0, |h| h.revision())
             );
-            Ok(client)
+            return Ok(client);
         }
-        Ok(Err(e)) => bail!(
-            "cannot reach etcd at {}: {e}; {HOW_TO_START_ETCD}",
-            shown(endpoints)
-        ),
-        Err(_) => bail!(
-            "cannot reach etcd at {} within {:?}: {}; {HOW_TO_START_ETCD}",
-            shown(endpoints),
-            args.dial_timeout,
-            diagnose(&endpoints[0], args.dial_timeout).await
-        ),
-    }
+        // The TCP-level cause ("connection refused") is what a user can act on; gRPC wraps it deeply.
+        Ok(Err(e)) => match tcp_problem(&endpoints[0], args.dial_timeout).await {
+            Some(problem) => problem,
+            None => grpc_message(&e),
+        },
+        Err(_) => match tcp_problem(&endpoints[0], args.dial_timeout).await {
+            Some(problem) => problem,
+            None => format!(
+                "something listens there but did not answer as etcd within {:?}",
+                args.dial_timeout
+            ),
+        },
+    };
+    bail!(
+        "cannot reach etcd at {}: {why}; {HOW_TO_START_ETCD}",
+        shown(endpoints)
+    )
 }
 
 /// Endpoints as the user typed them, without the `http://` we added.
@@ -132,24 +145,43 @@ fn shown(endpoints: &[String]) -> String {
         .join(",")
 }
 
-/// After a timed-out probe, a plain TCP connect tells the user *why*: nothing listening, a name that does
-/// not resolve, or something that is not etcd.
-async fn diagnose(endpoint: &str, limit: Duration) -> String {
+fn grpc_message(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => status.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// After a failed probe, a plain TCP connect tells the user *why*: nothing listening, or a name that does
+/// not resolve. `None` when the TCP connection works, so the problem is above TCP.
+async fn tcp_problem(endpoint: &str, limit: Duration) -> Option<String> {
     let host_port = endpoint.trim_start_matches("http://");
     let addrs: Vec<SocketAddr> = match lookup_host(host_port).await {
         Ok(addrs) => addrs.collect(),
-        Err(e) => return format!("cannot resolve `{host_port}` ({e})"),
+        Err(e) => return Some(format!("cannot resolve `{host_port}` ({e})")),
     };
     let Some(addr) = addrs.first() else {
-        return format!("`{host_port}` resolves to no address");
+        return Some(format!("`{host_port}` resolves to no address"));
     };
     match tokio::time::timeout(limit.min(Duration::from_secs(2)), TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => {
-            "something listens there but did not answer as etcd (plain http gRPC expected)".into()
-        }
-        Ok(Err(e)) => format!("{e}"),
-        Err(_) => "no answer at all".into(),
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string().to_lowercase()),
+        Err(_) => Some("no answer to a TCP connect".into()),
     }
+}
+
+/// Call first in every `main`: sets up logging and makes the program behave like other Unix tools when
+/// its output pipe closes.
+///
+/// Rust ignores SIGPIPE, so `cargo run -p kv | head -3` would make `println!` panic with "Broken pipe" once
+/// `head` exits. Restoring the default action ends the program quietly instead, as `cat | head` does.
+pub fn init() {
+    // SAFETY: `signal` only swaps the process-wide action for SIGPIPE, which nothing else in these
+    // programs sets or relies on; SIG_DFL is a valid action for it.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    init_logging();
 }
 
 /// Sets up logging once. Quiet by default (warnings and errors only), so the learner reads the topic's own

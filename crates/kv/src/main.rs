@@ -48,14 +48,14 @@ struct Args {
 // faster, and keeps the example free of `Send` bounds a reader would have to think about.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    etcd_connect::init_logging();
+    etcd_connect::init();
     etcd_connect::report(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> Result<()> {
     // 0. Connect. This fails within --dial-timeout, with a hint, when no etcd answers.
     let mut client = etcd_connect::connect(&args.connect).await?;
-    println!("connected to etcd at {}", args.connect.endpoints.join(","));
+    println!("connected to etcd at {}", args.connect.endpoints_shown());
 
     // 1. PUT, as in the article. The reply carries the store's new revision: a counter of all writes.
     let revision = kv::put(&mut client, &args.key, &args.value).await?;

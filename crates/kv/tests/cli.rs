@@ -138,3 +138,27 @@ async fn bad_input_is_refused_without_touching_etcd() {
         "nothing was written"
     );
 }
+
+#[tokio::test]
+async fn closed_output_pipe_ends_quietly_instead_of_panicking() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let etcd = TestEtcd::start().await;
+    // As in `kv | head -1`: the reader is gone before kv prints.
+    let mut child = tokio::process::Command::new(KV)
+        .env("ETCD_ENDPOINTS", etcd.endpoint())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = tokio::time::timeout(LIMIT, child.wait_with_output())
+        .await
+        .expect("kv exits")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let sigpipe = test_etcd::Signal::SIGPIPE as i32;
+    assert_eq!(out.status.signal(), Some(sigpipe), "{:?}", out.status);
+}

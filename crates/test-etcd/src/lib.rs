@@ -9,6 +9,7 @@
 //!
 //! Tests never use `127.0.0.1:2379`: that may be a developer's own etcd.
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -34,14 +35,16 @@ const START_LIMIT: Duration = Duration::from_secs(30);
 
 /// Finds `etcd` on PATH, or panics with the install command. Tests fail here; they never skip.
 pub fn etcd_binary() -> PathBuf {
-    find_on_path("etcd").unwrap_or_else(|| panic!("{INSTALL_HINT}"))
+    etcd_binary_in(std::env::var_os("PATH"))
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
+/// [`etcd_binary`] with the search path given, so the failure itself can be tested.
+pub fn etcd_binary_in(path: Option<OsString>) -> PathBuf {
+    path.iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("etcd"))
         .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{INSTALL_HINT}"))
 }
 
 /// A port nobody listens on right now. Another process could take it before etcd binds it; [`TestEtcd`]

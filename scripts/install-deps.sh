@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Makes sure what etcd-by-example needs is installed, and installs what is missing.
+#
+#   scripts/install-deps.sh          etcd, etcdctl, protoc and protobuf's well-known .proto files
+#   scripts/install-deps.sh --ci     also docker-compose, used by CI only to validate docker-compose.yml
+#
+# Rust itself is expected to be there already (https://rustup.rs). Nothing here downloads a binary by hand:
+# everything comes from the system's package manager (apt-get on Debian/Ubuntu, brew on macOS).
+set -euo pipefail
+
+with_compose=false
+case "${1:-}" in
+  --ci) with_compose=true ;;
+  "") ;;
+  -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+  *) echo "usage: $0 [--ci]" >&2; exit 2 ;;
+esac
+
+# Where the well-known types (google/protobuf/*.proto) live when libprotobuf-dev / brew's protobuf is installed.
+well_known_protos_present() {
+  local dir
+  for dir in /usr/include /usr/local/include /opt/homebrew/include; do
+    [ -f "$dir/google/protobuf/timestamp.proto" ] && return 0
+  done
+  return 1
+}
+
+missing_debian_packages() {
+  local missing=()
+  command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+  command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+  command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+  well_known_protos_present || missing+=(libprotobuf-dev)
+  if $with_compose; then
+    command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  fi
+  echo "${missing[@]:-}"
+}
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    echo "error: need root to run: $*  (install sudo, or run this script as root)" >&2
+    return 1
+  fi
+}
+
+manual_instructions() {
+  cat >&2 <<'EOF'
+error: cannot install the prerequisites automatically on this system. Install them yourself:
+  - etcd and etcdctl 3.4 or later: https://etcd.io/docs/latest/install/ (put both on PATH)
+  - protoc (Protocol Buffers compiler) with its include files (google/protobuf/*.proto)
+Debian/Ubuntu: sudo apt-get install etcd-server etcd-client protobuf-compiler libprotobuf-dev
+macOS:         brew install etcd protobuf
+EOF
+}
+
+missing=$(missing_debian_packages)
+if [ -z "$missing" ]; then
+  echo "prerequisites present: $(command -v etcd), $(command -v etcdctl), $(command -v protoc)"
+  exit 0
+fi
+
+echo "installing missing prerequisites: $missing"
+if command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  # shellcheck disable=SC2086 # the list is meant to split into package names
+  as_root apt-get install -y -qq --no-install-recommends $missing
+elif [ "$(uname -s)" = Darwin ] && command -v brew >/dev/null 2>&1; then
+  brew install etcd protobuf
+  $with_compose && brew install docker-compose
+else
+  manual_instructions
+  exit 1
+fi
+
+missing=$(missing_debian_packages)
+if [ -n "$missing" ]; then
+  echo "error: still missing after the install: $missing" >&2
+  manual_instructions
+  exit 1
+fi
+echo "prerequisites installed: $(command -v etcd), $(command -v etcdctl), $(command -v protoc)"
