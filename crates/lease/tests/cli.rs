@@ -1,0 +1,178 @@
+//! The real `lease` binary, end to end, against a throwaway etcd.
+
+use std::time::Duration;
+
+use test_etcd::{assert_clean_failure, eventually, get_value, Bin, Signal, TestEtcd};
+
+const LEASE: &str = env!("CARGO_BIN_EXE_lease");
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The lease ID and TTL from the line `1. granted lease <hex> with a TTL of <n>s`.
+fn granted(line: &str) -> (i64, u64) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| *w == "lease")
+        .unwrap_or_else(|| panic!("no lease ID in {line:?}"));
+    let id = u64::from_str_radix(words[at + 1], 16)
+        .unwrap_or_else(|e| panic!("bad lease ID in {line:?}: {e}")) as i64;
+    let ttl = words
+        .last()
+        .and_then(|w| w.strip_suffix('s'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no TTL at the end of {line:?}"));
+    (id, ttl)
+}
+
+/// The lease a key is attached to, read by a separate client; `None` if the key does not exist.
+async fn lease_of(client: &mut etcd_client::Client, key: &str) -> Option<i64> {
+    let resp = client.get(key, None).await.expect("get works");
+    resp.kvs().first().map(|kv| kv.lease())
+}
+
+/// etcd answers TTL -1 for a lease that no longer exists.
+async fn lease_exists(client: &mut etcd_client::Client, id: i64) -> bool {
+    let resp = client
+        .lease_time_to_live(id, None)
+        .await
+        .expect("time_to_live works");
+    resp.ttl() >= 0
+}
+
+#[tokio::test]
+async fn key_is_deleted_when_the_ttl_runs_out_and_the_program_says_expired() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut bin = Bin::spawn(LEASE, &etcd.endpoint(), &["--ttl", "2", "--key", "/t/name"]);
+
+    let (id, ttl) = granted(&bin.line_containing("1. granted lease", LIMIT).await);
+    bin.line_containing("2. put /t/name = ferris", LIMIT).await;
+    assert_eq!(
+        lease_of(&mut client, "/t/name").await,
+        Some(id),
+        "the printed ID is the key's lease in etcd"
+    );
+    let countdown = bin.line_containing("left of", LIMIT).await;
+    assert!(countdown.contains("keys: /t/name"), "{countdown}");
+
+    let expired = bin
+        .line_containing("expired", Duration::from_secs(ttl + 5))
+        .await;
+    assert!(
+        bin.elapsed() >= Duration::from_secs(ttl),
+        "deleted before the TTL ran out: {expired}"
+    );
+    assert!(expired.contains("/t/name expired after"), "{expired}");
+    assert_eq!(
+        get_value(&mut client, "/t/name").await,
+        None,
+        "expired means gone"
+    );
+    assert!(!lease_exists(&mut client, id).await);
+    let out = bin.finish(LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+}
+
+#[tokio::test]
+async fn no_wait_exits_at_once_and_etcd_still_deletes_the_key() {
+    let etcd = TestEtcd::start().await;
+    let out = Bin::run(LEASE, &etcd.endpoint(), &["--ttl", "2", "--no-wait"], LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+    let (id, ttl) = granted(
+        out.stdout
+            .lines()
+            .find(|l| l.contains("1. granted lease"))
+            .expect("step 1 is printed"),
+    );
+    assert!(out.stdout.contains("not waiting"), "{}", out.stdout);
+    assert!(!out.stdout.contains("expired"), "{}", out.stdout);
+
+    let mut client = etcd.client().await;
+    assert_eq!(
+        lease_of(&mut client, "/name").await,
+        Some(id),
+        "still there on its lease"
+    );
+    eventually(
+        "/name to vanish within TTL + 1 s",
+        Duration::from_secs(ttl + 1),
+        || {
+            let mut client = client.clone();
+            async move {
+                get_value(&mut client, "/name")
+                    .await
+                    .is_none()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ctrl_c_and_sigterm_revoke_the_lease_so_the_key_goes_at_once() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    for (signal, name) in [(Signal::SIGINT, "Ctrl-C"), (Signal::SIGTERM, "SIGTERM")] {
+        let mut bin = Bin::spawn(LEASE, &etcd.endpoint(), &["--ttl", "60"]);
+        let (id, _) = granted(&bin.line_containing("1. granted lease", LIMIT).await);
+        bin.line_containing("3. watching", LIMIT).await;
+        assert_eq!(lease_of(&mut client, "/name").await, Some(id));
+
+        bin.signal(signal);
+        let out = bin.finish(LIMIT).await;
+        assert!(out.status.success(), "{name}: {out:#?}");
+        assert!(
+            out.stdout
+                .contains(&format!("{name}: revoked lease {id:016x}")),
+            "{}",
+            out.stdout
+        );
+        // No `eventually`: a revoke deletes the keys before it answers.
+        assert_eq!(get_value(&mut client, "/name").await, None, "{name}");
+        assert!(!lease_exists(&mut client, id).await, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_key_deleted_by_someone_else_is_not_reported_as_expired() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut bin = Bin::spawn(LEASE, &etcd.endpoint(), &["--ttl", "60"]);
+    let (id, _) = granted(&bin.line_containing("1. granted lease", LIMIT).await);
+    bin.line_containing("3. watching", LIMIT).await;
+
+    client.delete("/name", None).await.expect("delete works");
+    let out = bin.finish(LIMIT).await;
+    assert_clean_failure(&out);
+    assert!(
+        out.stderr.contains("deleted by another client"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("expired"), "{}", out.stdout);
+    assert!(
+        !lease_exists(&mut client, id).await,
+        "the useless lease is revoked"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_without_granting_anything() {
+    let etcd = TestEtcd::start().await;
+    for (args, why) in [
+        (vec!["--ttl", "0"], "0 is not in 1..="),
+        (vec!["--ttl", "-5"], "-5 is not in 1..="),
+        (vec!["--ttl", "soon"], "invalid digit"),
+        (vec!["--key", ""], "--key"),
+    ] {
+        let out = Bin::run(LEASE, &etcd.endpoint(), &args, LIMIT).await;
+        assert!(!out.status.success(), "{args:?} was accepted: {out:#?}");
+        assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+    let mut client = etcd.client().await;
+    let leases = client.leases().await.expect("listing leases works");
+    assert!(leases.leases().is_empty(), "no lease was granted");
+    assert_eq!(get_value(&mut client, "/name").await, None);
+}

@@ -1,0 +1,327 @@
+//! The real `lock` binary, end to end, against a throwaway etcd.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, GetOptions};
+use test_etcd::{assert_clean_failure, eventually, free_port, Bin, Output, Signal, TestEtcd};
+
+const LOCK: &str = env!("CARGO_BIN_EXE_lock");
+const LIMIT: Duration = Duration::from_secs(20);
+const SHORT: Duration = Duration::from_secs(10);
+
+async fn keys_under(client: &mut Client, prefix: &str) -> Vec<String> {
+    let resp = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    resp.kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect()
+}
+
+async fn lease_count(client: &mut Client) -> usize {
+    client.leases().await.unwrap().leases().len()
+}
+
+/// Waits until `count` contenders are queued under `/lock/`, and returns their keys.
+async fn queued(client: &Client, count: usize) -> Vec<String> {
+    eventually(&format!("{count} keys under /lock/"), SHORT, || {
+        let mut client = client.clone();
+        async move {
+            let keys = keys_under(&mut client, "/lock/").await;
+            (keys.len() == count).then_some(keys)
+        }
+    })
+    .await
+}
+
+/// One `acquired <key> rev=<n> at=<ms>` ... `released <key> at=<ms>` pair from a contender's output.
+#[derive(Debug)]
+struct Turn {
+    key: String,
+    revision: i64,
+    acquired_at: u128,
+    released_at: u128,
+}
+
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
+
+fn turn_of(out: &Output) -> Turn {
+    let acquired = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("acquired "))
+        .unwrap_or_else(|| panic!("no acquired line: {out:#?}"));
+    let released = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("released "))
+        .unwrap_or_else(|| panic!("no released line: {out:#?}"));
+    let key = acquired.split_whitespace().nth(1).expect("key").to_string();
+    assert_eq!(
+        released.split_whitespace().nth(1),
+        Some(key.as_str()),
+        "{out:#?}"
+    );
+    Turn {
+        key,
+        revision: field(acquired, "rev=").parse().unwrap(),
+        acquired_at: field(acquired, "at=").parse().unwrap(),
+        released_at: field(released, "at=").parse().unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn demo_prints_the_four_steps_in_order_and_leaves_nothing_behind() {
+    let etcd = TestEtcd::start().await;
+    let out = Bin::run(LOCK, &etcd.endpoint(), &[], LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+
+    let position = |start: &str, words: &str| {
+        let index = out
+            .stdout
+            .lines()
+            .position(|l| l.starts_with(start) && l.contains(words));
+        index.unwrap_or_else(|| panic!("no line {start:?}..{words:?} in:\n{}", out.stdout))
+    };
+    let steps = [
+        position("1. ", "session 1 acquired /lock"),
+        position("2. ", "session 2 is waiting for /lock"),
+        position("3. ", "session 1 released /lock"),
+        position("4. ", "session 2 acquired /lock"),
+    ];
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("session 2 (token")
+            && out.stdout.contains("was accepted, session 1's late one"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("was rejected"), "{}", out.stdout);
+    assert!(out.stdout.contains("(ttl 60s)"), "{}", out.stdout);
+
+    let mut client = etcd.client().await;
+    assert!(keys_under(&mut client, "/lock").await.is_empty());
+    assert!(keys_under(&mut client, "/demo/").await.is_empty());
+    assert_eq!(lease_count(&mut client).await, 0, "no lease left");
+}
+
+#[tokio::test]
+async fn four_contenders_take_turns_without_overlap() {
+    let etcd = TestEtcd::start().await;
+    let contenders: Vec<Bin> = (0..4)
+        .map(|_| Bin::spawn(LOCK, &etcd.endpoint(), &["--hold", "0.3"]))
+        .collect();
+    let mut turns = Vec::new();
+    for bin in contenders {
+        let out = bin.finish(LIMIT).await;
+        assert!(out.status.success(), "{out:#?}");
+        turns.push(turn_of(&out));
+    }
+
+    turns.sort_by_key(|t| t.acquired_at);
+    for pair in turns.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        assert!(
+            before.released_at <= after.acquired_at,
+            "overlap: {before:?} then {after:?}"
+        );
+        assert!(
+            before.revision < after.revision,
+            "fencing tokens must grow: {turns:#?}"
+        );
+    }
+    for turn in &turns {
+        assert!(turn.acquired_at <= turn.released_at, "{turn:?}");
+        assert!(turn.key.starts_with("/lock/"), "{turn:?}");
+    }
+
+    let mut client = etcd.client().await;
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(lease_count(&mut client).await, 0);
+}
+
+#[tokio::test]
+async fn a_sigkilled_holder_is_replaced_once_its_lease_expires() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let ttl = 2;
+    let ttl_arg = ttl.to_string();
+
+    let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--ttl", &ttl_arg, "--hold", "60"]);
+    let acquired = holder.line_containing("acquired ", SHORT).await;
+    let mut waiter = Bin::spawn(
+        LOCK,
+        &etcd.endpoint(),
+        &["--ttl", &ttl_arg, "--hold", "0.1"],
+    );
+    waiter.line_containing("waiting for /lock", SHORT).await;
+    queued(&client, 2).await;
+
+    // A crash: no chance to unlock or revoke anything.
+    holder.signal(Signal::SIGKILL);
+    let killed = Instant::now();
+    let line = waiter
+        .line_containing("acquired ", Duration::from_secs(ttl + 2))
+        .await;
+    let waited = killed.elapsed();
+    assert!(
+        waited < Duration::from_secs(ttl + 2),
+        "took {waited:?} to take over"
+    );
+    assert_ne!(
+        field(&line, "rev="),
+        field(&acquired, "rev="),
+        "a new holder"
+    );
+
+    let out = waiter.finish(SHORT).await;
+    assert!(out.status.success(), "{out:#?}");
+    drop(holder);
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(lease_count(&mut client).await, 0);
+}
+
+#[tokio::test]
+async fn try_gives_up_with_exit_code_2_on_a_taken_lock_and_acquires_a_free_one() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--hold", "60"]);
+    let acquired = holder.line_containing("acquired ", SHORT).await;
+    let holder_key = acquired.split_whitespace().nth(1).unwrap().to_string();
+
+    let started = Instant::now();
+    let out = Bin::run(LOCK, &etcd.endpoint(), &["--try", "--hold", "0.1"], LIMIT).await;
+    assert_eq!(out.status.code(), Some(2), "{out:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "--try must not wait"
+    );
+    assert!(
+        out.stderr.contains("/lock is taken") && out.stderr.contains(&holder_key),
+        "names the holder: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert_eq!(keys_under(&mut client, "/lock/").await, [holder_key]);
+    assert_eq!(
+        lease_count(&mut client).await,
+        1,
+        "only the holder's lease is left"
+    );
+
+    holder.signal(Signal::SIGINT);
+    assert!(holder.finish(SHORT).await.status.success());
+
+    let out = Bin::run(LOCK, &etcd.endpoint(), &["--try", "--hold", "0.1"], LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+    turn_of(&out);
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(lease_count(&mut client).await, 0);
+}
+
+#[tokio::test]
+async fn sigint_while_waiting_and_while_holding_exits_0_and_leaves_nothing() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--hold", "60"]);
+    let acquired = holder.line_containing("acquired ", SHORT).await;
+    let holder_key = acquired.split_whitespace().nth(1).unwrap().to_string();
+    let mut waiter = Bin::spawn(LOCK, &etcd.endpoint(), &["--hold", "60"]);
+    waiter.line_containing("waiting for /lock", SHORT).await;
+    queued(&client, 2).await;
+
+    waiter.signal(Signal::SIGINT);
+    let out = waiter.finish(SHORT).await;
+    assert!(out.status.success(), "{out:#?}");
+    assert!(
+        out.stdout.contains("Ctrl-C: stopped waiting for /lock"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("acquired"), "{}", out.stdout);
+    assert_eq!(
+        keys_under(&mut client, "/lock/").await,
+        [holder_key.as_str()],
+        "the waiter's key is gone"
+    );
+    assert_eq!(lease_count(&mut client).await, 1);
+
+    holder.signal(Signal::SIGINT);
+    let out = holder.finish(SHORT).await;
+    assert!(out.status.success(), "{out:#?}");
+    assert!(
+        out.stdout.contains(&format!("released {holder_key} at=")),
+        "{}",
+        out.stdout
+    );
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(lease_count(&mut client).await, 0);
+}
+
+#[tokio::test]
+async fn a_waiter_acquires_at_once_when_the_holder_gets_sigterm() {
+    let etcd = TestEtcd::start().await;
+    let client = etcd.client().await;
+    // A long TTL: if the waiter got the lock only by lease expiry, it would take 30 s.
+    let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--ttl", "30", "--hold", "60"]);
+    holder.line_containing("acquired ", SHORT).await;
+    let mut waiter = Bin::spawn(LOCK, &etcd.endpoint(), &["--hold", "0.1"]);
+    waiter.line_containing("waiting for /lock", SHORT).await;
+    queued(&client, 2).await;
+
+    holder.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    waiter
+        .line_containing("acquired ", Duration::from_secs(3))
+        .await;
+    assert!(signalled.elapsed() < Duration::from_secs(3));
+
+    let out = holder.finish(SHORT).await;
+    assert!(out.status.success(), "{out:#?}");
+    assert!(
+        out.stdout.contains("SIGTERM: releasing /lock early"),
+        "{}",
+        out.stdout
+    );
+    assert!(waiter.finish(SHORT).await.status.success());
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_without_touching_etcd() {
+    let etcd = TestEtcd::start().await;
+    for (args, why) in [
+        (vec!["--name", ""], "--name"),
+        (vec!["--ttl", "0"], "--ttl"),
+        (vec!["--hold", "0"], "more than 0"),
+        (vec!["--hold", "soon"], "not a number"),
+        (vec!["--try"], "--hold"),
+    ] {
+        let out = Bin::run(LOCK, &etcd.endpoint(), &args, LIMIT).await;
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?} exits 1, not 2 (2 means taken): {out:#?}"
+        );
+        assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+    let mut client = etcd.client().await;
+    assert_eq!(lease_count(&mut client).await, 0, "nothing was granted");
+}
+
+#[tokio::test]
+async fn dead_endpoint_fails_fast_with_one_clear_line() {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let out = Bin::run(LOCK, &dead, &["--dial-timeout", "1", "--hold", "1"], LIMIT).await;
+    assert_clean_failure(&out);
+    assert_eq!(out.status.code(), Some(1), "{out:#?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(out.stderr.contains(&dead), "{}", out.stderr);
+}
