@@ -120,7 +120,7 @@ pub async fn connect(args: &ConnectArgs) -> Result<Client> {
         // The TCP-level cause ("connection refused") is what a user can act on; gRPC wraps it deeply.
         Ok(Err(e)) => match tcp_problem(&endpoints[0], args.dial_timeout).await {
             Some(problem) => problem,
-            None => grpc_message(&e),
+            None => short_error(&e),
         },
         Err(_) => match tcp_problem(&endpoints[0], args.dial_timeout).await {
             Some(problem) => problem,
@@ -145,10 +145,20 @@ fn shown(endpoints: &[String]) -> String {
         .join(",")
 }
 
-fn grpc_message(e: &etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(status) => status.message().to_string(),
-        other => other.to_string(),
+/// An etcd-client error in the few words a user can act on: for a gRPC status, its message and the
+/// innermost cause, `tcp connect error (Connection refused (os error 111))`, instead of the nested gRPC
+/// and tonic wrappers.
+pub fn short_error(e: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return e.to_string();
+    };
+    let mut root = std::error::Error::source(status);
+    while let Some(deeper) = root.and_then(|r| r.source()) {
+        root = Some(deeper);
+    }
+    match root {
+        Some(cause) => format!("{} ({cause})", status.message()),
+        None => status.message().to_string(),
     }
 }
 

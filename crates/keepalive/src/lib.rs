@@ -159,7 +159,7 @@ impl KeptLease {
                     bail!("lease {id} is gone ({why}): it expired or was revoked, and its keys with it")
                 }
                 Ok(Err(e)) => {
-                    last_error = short_error(&e);
+                    last_error = etcd_connect::short_error(&e);
                     debug!("re-opening the keep-alive stream for lease {id} failed: {e}");
                 }
                 Err(_) => break,
@@ -172,23 +172,6 @@ impl KeptLease {
              sees the TTL run out (last error: {last_error})",
             self.ttl
         )
-    }
-}
-
-/// A transport error in a few words, "tcp connect error (Connection refused)", instead of the nested
-/// gRPC and tonic wrappers a user cannot act on.
-fn short_error(e: &etcd_client::Error) -> String {
-    let etcd_client::Error::GRpcStatus(status) = e else {
-        return e.to_string();
-    };
-    // The innermost cause (an I/O error, usually) is what a user can act on.
-    let mut root = std::error::Error::source(status);
-    while let Some(deeper) = root.and_then(|r| r.source()) {
-        root = Some(deeper);
-    }
-    match root {
-        Some(cause) => format!("{} ({cause})", status.message()),
-        None => status.message().to_string(),
     }
 }
 

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use test_etcd::{assert_clean_failure, eventually, get_value, Bin, Signal, TestEtcd};
+use test_etcd::{
+    assert_clean_failure, assert_fails_fast_on_dead_endpoint, assert_refused, eventually,
+    get_value, Bin, Signal, TestEtcd,
+};
 
 const LEASE: &str = env!("CARGO_BIN_EXE_lease");
 const LIMIT: Duration = Duration::from_secs(30);
@@ -166,13 +169,15 @@ async fn bad_input_is_refused_without_granting_anything() {
         (vec!["--ttl", "soon"], "invalid digit"),
         (vec!["--key", ""], "--key"),
     ] {
-        let out = Bin::run(LEASE, &etcd.endpoint(), &args, LIMIT).await;
-        assert!(!out.status.success(), "{args:?} was accepted: {out:#?}");
-        assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
-        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        assert_refused(LEASE, &etcd.endpoint(), &args, why).await;
     }
     let mut client = etcd.client().await;
     let leases = client.leases().await.expect("listing leases works");
     assert!(leases.leases().is_empty(), "no lease was granted");
     assert_eq!(get_value(&mut client, "/name").await, None);
+}
+
+#[tokio::test]
+async fn dead_endpoint_fails_fast_with_one_clear_line() {
+    assert_fails_fast_on_dead_endpoint(LEASE, &[]).await;
 }

@@ -390,6 +390,41 @@ impl Bin {
     }
 }
 
+/// Runs `program` with `args` and asserts that it refuses them: a clean failure ([`assert_clean_failure`])
+/// whose stderr contains `why`. Returns the output for further checks.
+pub async fn assert_refused(program: &str, endpoint: &str, args: &[&str], why: &str) -> Output {
+    let out = Bin::run(program, endpoint, args, Duration::from_secs(30)).await;
+    assert_clean_failure(&out);
+    assert!(
+        out.stderr.contains(why),
+        "{args:?} should be refused with {why:?}: {out:#?}"
+    );
+    out
+}
+
+/// Runs `program` (with `args`) against a loopback port where nothing listens, with `--dial-timeout 2`, and
+/// asserts the project rule: a clean failure within the dial timeout + 2 s that names the endpoint and says
+/// how to start etcd. Returns the output for further checks.
+pub async fn assert_fails_fast_on_dead_endpoint(program: &str, args: &[&str]) -> Output {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let args: Vec<&str> = ["--dial-timeout", "2"]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+    let started = Instant::now();
+    let out = Bin::run(program, &dead, &args, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert_clean_failure(&out);
+    assert!(took < Duration::from_secs(2 + 2), "took {took:?}: {out:#?}");
+    assert!(out.stderr.contains(&dead), "names the endpoint: {out:#?}");
+    assert!(
+        out.stderr.contains("scripts/etcd.sh up"),
+        "says what to do: {out:#?}"
+    );
+    out
+}
+
 /// Asserts the shape of a failed run: non-zero exit, exactly one `error:` line, no panic anywhere.
 pub fn assert_clean_failure(out: &Output) {
     assert!(!out.status.success(), "expected a failure: {out:#?}");

@@ -170,7 +170,7 @@ impl Watch {
             let response = match self.stream.message().await {
                 Ok(Some(response)) => response,
                 Ok(None) => return Next::Lost("etcd closed the stream".into()),
-                Err(e) => return Next::Lost(short_reason(&e)),
+                Err(e) => return Next::Lost(etcd_connect::short_error(&e)),
             };
             if let Some(next) = interpret(&response) {
                 return next;
@@ -224,16 +224,6 @@ fn interpret(response: &WatchResponse) -> Option<Next> {
         .filter_map(Change::from_event)
         .collect();
     (!changes.is_empty()).then_some(Next::Changes(changes))
-}
-
-/// gRPC wraps the cause deeply; its message is the part a reader can act on.
-fn short_reason(e: &etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(status) => {
-            format!("{:?}: {}", status.code(), status.message())
-        }
-        other => other.to_string(),
-    }
 }
 
 /// One key as a GET returns it.

@@ -1,10 +1,13 @@
 //! The real `watch` binary, end to end, against a throwaway etcd. Writes are made only after the binary
 //! printed its `watching` line: from then on etcd guarantees the watch reports them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::Client;
-use test_etcd::{assert_clean_failure, free_port, get_value, Bin, Output, Signal, TestEtcd};
+use test_etcd::{
+    assert_fails_fast_on_dead_endpoint, assert_refused, free_port, get_value, Bin, Output, Signal,
+    TestEtcd,
+};
 
 const WATCH: &str = env!("CARGO_BIN_EXE_watch");
 const LIMIT: Duration = Duration::from_secs(15);
@@ -256,9 +259,7 @@ async fn bad_input_is_refused_before_connecting() {
         (vec!["--rev", "-5"], "not a revision"),
         (vec!["--count", "many"], "not a count"),
     ] {
-        let out = Bin::run(WATCH, &dead, &args, LIMIT).await;
-        assert_clean_failure(&out);
-        assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
+        let out = assert_refused(WATCH, &dead, &args, why).await;
         assert!(
             !out.stderr.contains("cannot reach"),
             "{args:?}: {}",
@@ -269,22 +270,6 @@ async fn bad_input_is_refused_before_connecting() {
 
 #[tokio::test]
 async fn dead_endpoint_fails_fast_with_one_clear_line() {
-    let dead = format!("127.0.0.1:{}", free_port());
-    let started = Instant::now();
-    let out = Bin::run(WATCH, &dead, &["--dial-timeout", "2"], LIMIT).await;
-    let took = started.elapsed();
-
-    assert_clean_failure(&out);
-    assert!(took < Duration::from_secs(2 + 2), "took {took:?}");
-    assert!(
-        out.stderr.contains(&dead),
-        "names the endpoint: {}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("scripts/etcd.sh up"),
-        "says what to do: {}",
-        out.stderr
-    );
+    let out = assert_fails_fast_on_dead_endpoint(WATCH, &[]).await;
     assert_eq!(watching_lines(&out), 0, "{}", out.stdout);
 }
