@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use test_etcd::{
     assert_clean_failure, assert_fails_fast_on_dead_endpoint, assert_refused, eventually,
-    get_value, Bin, Signal, TestEtcd,
+    get_value, lease_exists, lease_of, Bin, Signal, TestEtcd,
 };
 
 const KEEPALIVE: &str = env!("CARGO_BIN_EXE_keepalive");
@@ -33,21 +33,6 @@ async fn start(etcd: &TestEtcd, args: &[&str]) -> (Bin, i64, u64) {
     let (id, ttl) = granted(&bin.line_containing("1. granted lease", LIMIT).await);
     bin.line_containing("2. put", LIMIT).await;
     (bin, id, ttl)
-}
-
-/// The lease a key is attached to, read by a separate client; `None` if the key does not exist.
-async fn lease_of(client: &mut etcd_client::Client, key: &str) -> Option<i64> {
-    let resp = client.get(key, None).await.expect("get works");
-    resp.kvs().first().map(|kv| kv.lease())
-}
-
-/// etcd answers TTL -1 for a lease that no longer exists.
-async fn lease_exists(client: &mut etcd_client::Client, id: i64) -> bool {
-    let resp = client
-        .lease_time_to_live(id, None)
-        .await
-        .expect("time_to_live works");
-    resp.ttl() >= 0
 }
 
 #[tokio::test]

@@ -2,29 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, GetOptions};
+use etcd_client::Client;
 use test_etcd::{
-    assert_fails_fast_on_dead_endpoint, assert_refused, eventually, Bin, Output, Signal, TestEtcd,
+    assert_fails_fast_on_dead_endpoint, assert_refused, eventually, keys_under, lease_ids, Bin,
+    Output, Signal, TestEtcd,
 };
 
 const LOCK: &str = env!("CARGO_BIN_EXE_lock");
 const LIMIT: Duration = Duration::from_secs(20);
 const SHORT: Duration = Duration::from_secs(10);
-
-async fn keys_under(client: &mut Client, prefix: &str) -> Vec<String> {
-    let resp = client
-        .get(prefix, Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    resp.kvs()
-        .iter()
-        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-        .collect()
-}
-
-async fn lease_count(client: &mut Client) -> usize {
-    client.leases().await.unwrap().leases().len()
-}
 
 /// Waits until `count` contenders are queued under `/lock/`, and returns their keys.
 async fn queued(client: &Client, count: usize) -> Vec<String> {
@@ -110,7 +96,7 @@ async fn demo_prints_the_four_steps_in_order_and_leaves_nothing_behind() {
     let mut client = etcd.client().await;
     assert!(keys_under(&mut client, "/lock").await.is_empty());
     assert!(keys_under(&mut client, "/demo/").await.is_empty());
-    assert_eq!(lease_count(&mut client).await, 0, "no lease left");
+    assert_eq!(lease_ids(&mut client).await.len(), 0, "no lease left");
 }
 
 #[tokio::test]
@@ -145,7 +131,7 @@ async fn four_contenders_take_turns_without_overlap() {
 
     let mut client = etcd.client().await;
     assert!(keys_under(&mut client, "/lock/").await.is_empty());
-    assert_eq!(lease_count(&mut client).await, 0);
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
 }
 
 #[tokio::test]
@@ -186,7 +172,7 @@ async fn a_sigkilled_holder_is_replaced_once_its_lease_expires() {
     assert!(out.status.success(), "{out:#?}");
     drop(holder);
     assert!(keys_under(&mut client, "/lock/").await.is_empty());
-    assert_eq!(lease_count(&mut client).await, 0);
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
 }
 
 #[tokio::test]
@@ -212,7 +198,7 @@ async fn try_gives_up_with_exit_code_2_on_a_taken_lock_and_acquires_a_free_one()
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     assert_eq!(keys_under(&mut client, "/lock/").await, [holder_key]);
     assert_eq!(
-        lease_count(&mut client).await,
+        lease_ids(&mut client).await.len(),
         1,
         "only the holder's lease is left"
     );
@@ -224,7 +210,7 @@ async fn try_gives_up_with_exit_code_2_on_a_taken_lock_and_acquires_a_free_one()
     assert!(out.status.success(), "{out:#?}");
     turn_of(&out);
     assert!(keys_under(&mut client, "/lock/").await.is_empty());
-    assert_eq!(lease_count(&mut client).await, 0);
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
 }
 
 #[tokio::test]
@@ -252,7 +238,7 @@ async fn sigint_while_waiting_and_while_holding_exits_0_and_leaves_nothing() {
         [holder_key.as_str()],
         "the waiter's key is gone"
     );
-    assert_eq!(lease_count(&mut client).await, 1);
+    assert_eq!(lease_ids(&mut client).await.len(), 1);
 
     holder.signal(Signal::SIGINT);
     let out = holder.finish(SHORT).await;
@@ -263,7 +249,7 @@ async fn sigint_while_waiting_and_while_holding_exits_0_and_leaves_nothing() {
         out.stdout
     );
     assert!(keys_under(&mut client, "/lock/").await.is_empty());
-    assert_eq!(lease_count(&mut client).await, 0);
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
 }
 
 #[tokio::test]
@@ -312,7 +298,7 @@ async fn bad_input_is_refused_without_touching_etcd() {
         );
     }
     let mut client = etcd.client().await;
-    assert_eq!(lease_count(&mut client).await, 0, "nothing was granted");
+    assert_eq!(lease_ids(&mut client).await.len(), 0, "nothing was granted");
 }
 
 #[tokio::test]

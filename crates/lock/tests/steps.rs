@@ -2,27 +2,11 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, GetOptions};
+use etcd_client::Client;
 use lock::{LockKey, Session, TryOutcome};
-use test_etcd::{eventually, get_value, TestEtcd};
+use test_etcd::{eventually, get_value, keys_under, lease_ids, TestEtcd};
 
 const LIMIT: Duration = Duration::from_secs(10);
-
-async fn keys_under(client: &mut Client, prefix: &str) -> Vec<String> {
-    let resp = client
-        .get(prefix, Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    resp.kvs()
-        .iter()
-        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-        .collect()
-}
-
-async fn lease_ids(client: &mut Client) -> Vec<i64> {
-    let resp = client.leases().await.unwrap();
-    resp.leases().iter().map(|l| l.id()).collect()
-}
 
 async fn create_revision_of(client: &mut Client, key: &str) -> Option<i64> {
     let resp = client.get(key, None).await.unwrap();

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_client::Client;
+use etcd_client::{Client, GetOptions};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -248,6 +248,65 @@ pub async fn get_value(client: &mut Client, key: &str) -> Option<String> {
     resp.kvs()
         .first()
         .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+}
+
+/// PUTs `key` and returns the store revision of the write, to compare with what a program printed.
+pub async fn put(client: &mut Client, key: &str, value: &str) -> i64 {
+    let resp = client
+        .put(key, value, None)
+        .await
+        .expect("a put on the test member succeeds");
+    resp.header().expect("a put reply has a header").revision()
+}
+
+/// DELETEs `key` and returns the store revision of the delete.
+pub async fn delete(client: &mut Client, key: &str) -> i64 {
+    let resp = client
+        .delete(key, None)
+        .await
+        .expect("a delete on the test member succeeds");
+    resp.header()
+        .expect("a delete reply has a header")
+        .revision()
+}
+
+/// Every key under `prefix`, in key order.
+pub async fn keys_under(client: &mut Client, prefix: &str) -> Vec<String> {
+    let resp = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("a get on the test member succeeds");
+    resp.kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect()
+}
+
+/// The lease `key` is attached to (0 for none), or `None` if the key does not exist.
+pub async fn lease_of(client: &mut Client, key: &str) -> Option<i64> {
+    let resp = client
+        .get(key, None)
+        .await
+        .expect("a get on the test member succeeds");
+    resp.kvs().first().map(|kv| kv.lease())
+}
+
+/// Whether lease `id` still exists (etcd answers TTL -1 for one that expired or was revoked).
+pub async fn lease_exists(client: &mut Client, id: i64) -> bool {
+    let resp = client
+        .lease_time_to_live(id, None)
+        .await
+        .expect("time_to_live on the test member succeeds");
+    resp.ttl() >= 0
+}
+
+/// The IDs of every lease the member holds.
+pub async fn lease_ids(client: &mut Client) -> Vec<i64> {
+    let resp = client
+        .leases()
+        .await
+        .expect("listing leases on the test member succeeds");
+    resp.leases().iter().map(|l| l.id()).collect()
 }
 
 /// What a finished binary left behind.

@@ -3,28 +3,15 @@
 
 use std::time::Duration;
 
-use etcd_client::Client;
 use test_etcd::{
-    assert_fails_fast_on_dead_endpoint, assert_refused, free_port, get_value, Bin, Output, Signal,
-    TestEtcd,
+    assert_fails_fast_on_dead_endpoint, assert_refused, delete, free_port, get_value, put, Bin,
+    Output, Signal, TestEtcd,
 };
 
 const WATCH: &str = env!("CARGO_BIN_EXE_watch");
 const LIMIT: Duration = Duration::from_secs(15);
 /// Long enough for a killed member to restart and the watcher's backoff to find it.
 const RECONNECT_LIMIT: Duration = Duration::from_secs(25);
-
-async fn put(client: &mut Client, key: &str, value: &str) -> i64 {
-    let resp = client.put(key, value, None).await.expect("put succeeds");
-    resp.header().expect("a put reply has a header").revision()
-}
-
-async fn delete(client: &mut Client, key: &str) -> i64 {
-    let resp = client.delete(key, None).await.expect("delete succeeds");
-    resp.header()
-        .expect("a delete reply has a header")
-        .revision()
-}
 
 /// The printed lines that report a change, in order.
 fn change_lines(out: &Output) -> Vec<&str> {

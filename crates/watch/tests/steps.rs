@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use etcd_client::Client;
-use test_etcd::TestEtcd;
+use test_etcd::{delete, put, TestEtcd};
 use watch::{Change, Entry, Next, Target, Watch};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -20,18 +19,6 @@ fn prefix(name: &str) -> Target {
         key: name.into(),
         prefix: true,
     }
-}
-
-async fn put(client: &mut Client, key: &str, value: &str) -> i64 {
-    let resp = client.put(key, value, None).await.expect("put succeeds");
-    resp.header().expect("a put reply has a header").revision()
-}
-
-async fn delete(client: &mut Client, key: &str) -> i64 {
-    let resp = client.delete(key, None).await.expect("delete succeeds");
-    resp.header()
-        .expect("a delete reply has a header")
-        .revision()
 }
 
 /// Reads changes until there are `n`, failing on anything else or after LIMIT.
