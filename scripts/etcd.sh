@@ -108,9 +108,11 @@ cmd_up() {
 
   mkdir -p "$data"
   local client_url="http://127.0.0.1:$client_port" peer_url="http://127.0.0.1:$peer_port"
-  # setsid: the member must outlive this script and ignore Ctrl-C pressed in this terminal later.
-  # `env -u ETCD_ENDPOINTS`: etcd reads ETCD_* variables as its own flags.
-  setsid env -u ETCD_ENDPOINTS etcd \
+  # setsid (or nohup where there is none, as on macOS): the member must outlive this script and ignore
+  # Ctrl-C pressed in this terminal later. `env -u ETCD_ENDPOINTS`: etcd reads ETCD_* variables as flags.
+  local detach=nohup
+  command -v setsid >/dev/null 2>&1 && detach=setsid
+  "$detach" env -u ETCD_ENDPOINTS etcd \
     --name etcd-by-example \
     --data-dir "$data" \
     --listen-client-urls "$client_url" \
