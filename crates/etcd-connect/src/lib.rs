@@ -194,9 +194,9 @@ pub fn init() {
     init_logging();
 }
 
-/// Sets up logging once. Quiet by default (warnings and errors only), so the learner reads the topic's own
+/// Sets up logging. Quiet by default (warnings and errors only), so the learner reads the topic's own
 /// plain-words output; `RUST_LOG=debug` shows the details behind it.
-pub fn init_logging() {
+fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("warn");
     // `try_init` so that calling it twice (as tests may) is harmless.
     let _ = env_logger::Builder::from_env(env)

@@ -153,12 +153,3 @@ pub async fn revoke(client: &mut Client, lease_id: i64, limit: Duration) -> Resu
         ),
     }
 }
-
-/// The lease a key is attached to: `Some(0)` for a key without a lease, `None` if there is no such key.
-pub async fn lease_of(client: &mut Client, key: &str) -> Result<Option<i64>> {
-    let resp = client
-        .get(key, None)
-        .await
-        .with_context(|| format!("get {key}"))?;
-    Ok(resp.kvs().first().map(|kv| kv.lease()))
-}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use test_etcd::TestEtcd;
+use test_etcd::{lease_of, TestEtcd};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -20,10 +20,7 @@ async fn a_key_put_on_a_lease_is_listed_by_it_and_carries_its_id() {
         .await
         .unwrap();
 
-    assert_eq!(
-        lease::lease_of(&mut client, "/t/a").await.unwrap(),
-        Some(granted.id)
-    );
+    assert_eq!(lease_of(&mut client, "/t/a").await, Some(granted.id));
     let status = lease::time_to_live(&mut client, granted.id)
         .await
         .unwrap()
@@ -68,8 +65,8 @@ async fn revoke_deletes_every_key_and_a_watch_from_the_put_sees_it() {
         .unwrap();
 
     assert!(deleted_at > put, "{deleted_at} after {put}");
-    assert_eq!(lease::lease_of(&mut client, "/t/a").await.unwrap(), None);
-    assert_eq!(lease::lease_of(&mut client, "/t/b").await.unwrap(), None);
+    assert_eq!(lease_of(&mut client, "/t/a").await, None);
+    assert_eq!(lease_of(&mut client, "/t/b").await, None);
     assert_eq!(
         lease::time_to_live(&mut client, granted.id).await.unwrap(),
         None,
