@@ -1,108 +1,88 @@
-//! The client calls behind `cargo run -p kv`, one small function per step, so each can be copied into a
-//! service on its own. `main.rs` calls them in order and prints what they return.
+//! The reusable part of the `kv` topic: reading a large prefix in pages, at one consistent revision.
+//!
+//! Every other call of the topic is one `etcd-client` call, and `src/main.rs` makes it where it explains
+//! it. This file depends only on `etcd-client` and `anyhow`, so it can be copied into a service as is
+//! (see the topic README, "Use it in your project").
 
 use anyhow::{Context, Result};
-use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget};
-use etcd_connect::show_bytes;
+use etcd_client::{Client, GetOptions, KeyValue};
 
-/// One key as etcd stores it, with the revisions that make etcd an MVCC store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub key: String,
-    pub value: String,
-    /// The store revision at which this key was created (reset when it is deleted and put again).
-    pub create_revision: i64,
-    /// The store revision of the last write to this key.
-    pub mod_revision: i64,
-    /// How many times this key was written since it was created.
-    pub version: i64,
-}
-
-impl From<&etcd_client::KeyValue> for Entry {
-    fn from(kv: &etcd_client::KeyValue) -> Self {
-        Entry {
-            key: show_bytes(kv.key()),
-            value: show_bytes(kv.value()),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
-            version: kv.version(),
+/// Every key under `prefix`, in key order, read `page_size` keys per request, all as of one store revision.
+///
+/// Use it instead of one `get(prefix, with_prefix())` when a prefix may hold many keys or large values:
+/// one reply must fit the client's message size limit (4 MiB in etcd-client), and one huge range read also
+/// makes etcd build that whole reply in memory while other clients wait. Paging keeps each reply small.
+///
+/// The first page fixes the revision, and every later page is read *at that revision*, so the result is
+/// a snapshot: a key written or deleted while we page is not half-seen. Returns that revision with the keys;
+/// a watch from `revision + 1` then continues exactly where the snapshot ends. Paging fails if etcd
+/// compacts that revision away in the middle (the reply says "required revision has been compacted").
+pub async fn get_prefix_in_pages(
+    client: &mut Client,
+    prefix: &str,
+    page_size: i64,
+) -> Result<(i64, Vec<KeyValue>)> {
+    let page_size = page_size.max(1);
+    let end = prefix_end(prefix.as_bytes());
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = 0; // 0 means "now" for the first page; later pages use the revision it returns
+    let mut all = Vec::new();
+    loop {
+        let mut options = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(page_size);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let resp = client
+            .get(from.clone(), Some(options))
+            .await
+            .with_context(|| {
+                format!(
+                    "read keys under {prefix} (page {})",
+                    all.len() as i64 / page_size + 1
+                )
+            })?;
+        if revision == 0 {
+            revision = resp.header().map_or(0, |h| h.revision());
+        }
+        let more = resp.more();
+        let page = resp.kvs().to_vec();
+        let Some(last) = page.last() else { break };
+        // The next page starts right after the last key: the same bytes with a zero byte appended.
+        from = last.key().to_vec();
+        from.push(0);
+        all.extend(page);
+        if !more {
+            break;
         }
     }
+    Ok((revision, all))
 }
 
-/// The revision of the whole store after a call: every write anywhere bumps it by one.
-fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> i64 {
-    header.map_or(0, |h| h.revision())
+/// The first key after every key that starts with `prefix`: its last byte that is not 0xff, plus one.
+/// This is what `with_prefix()` computes; paging needs it by hand because each page starts elsewhere.
+/// An empty prefix (or one of only 0xff bytes) means "to the end of the keyspace", written `\0`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
-/// Step 1: PUT. Returns the store revision this write created.
-pub async fn put(client: &mut Client, key: &str, value: &str) -> Result<i64> {
-    let resp = client
-        .put(key, value, None)
-        .await
-        .with_context(|| format!("put {key}"))?;
-    Ok(revision_of(resp.header()))
-}
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
 
-/// Step 2: GET one key. `None` when the key does not exist: etcd answers with zero entries, not an error.
-pub async fn get(client: &mut Client, key: &str) -> Result<Option<Entry>> {
-    let resp = client
-        .get(key, None)
-        .await
-        .with_context(|| format!("get {key}"))?;
-    Ok(resp.kvs().first().map(Entry::from))
-}
-
-/// Step 3: PUT that also hands back what it overwrote, in the same round trip.
-///
-/// Without `prev_kv`, "read then write" takes two calls and another client can write in between.
-pub async fn put_returning_previous(
-    client: &mut Client,
-    key: &str,
-    value: &str,
-) -> Result<(i64, Option<Entry>)> {
-    let resp = client
-        .put(key, value, Some(PutOptions::new().with_prev_key()))
-        .await
-        .with_context(|| format!("put {key} with prev_kv"))?;
-    Ok((revision_of(resp.header()), resp.prev_key().map(Entry::from)))
-}
-
-/// Step 4: every key under a prefix, sorted by key. Keys in etcd are just bytes; a "directory" is a
-/// prefix by convention, and a range read over it is one request.
-pub async fn list_prefix(client: &mut Client, prefix: &str) -> Result<Vec<Entry>> {
-    let options = GetOptions::new()
-        .with_prefix()
-        .with_sort(SortTarget::Key, SortOrder::Ascend);
-    let resp = client
-        .get(prefix, Some(options))
-        .await
-        .with_context(|| format!("get prefix {prefix}"))?;
-    Ok(resp.kvs().iter().map(Entry::from).collect())
-}
-
-/// Step 5: read a key as it was at an older store revision. etcd keeps old versions until they are
-/// compacted, which is what makes watch-from-revision and consistent snapshots possible.
-pub async fn get_at_revision(
-    client: &mut Client,
-    key: &str,
-    revision: i64,
-) -> Result<Option<Entry>> {
-    let resp = client
-        .get(key, Some(GetOptions::new().with_revision(revision)))
-        .await
-        .with_context(|| format!("get {key} at revision {revision}"))?;
-    Ok(resp.kvs().first().map(Entry::from))
-}
-
-/// Step 6: delete every key under a prefix and get back what was deleted, again in one round trip.
-/// Returns the store revision of the delete and the deleted entries.
-pub async fn delete_prefix(client: &mut Client, prefix: &str) -> Result<(i64, Vec<Entry>)> {
-    let options = DeleteOptions::new().with_prefix().with_prev_key();
-    let resp = client
-        .delete(prefix, Some(options))
-        .await
-        .with_context(|| format!("delete prefix {prefix}"))?;
-    let deleted = resp.prev_kvs().iter().map(Entry::from).collect();
-    Ok((revision_of(resp.header()), deleted))
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"/kv-demo/"), b"/kv-demo0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
+    }
 }

@@ -13,119 +13,228 @@
 //! RUST_LOG=debug cargo run -p kv
 //! ```
 //!
-//! Steps 3 to 6 use keys under `--demo-prefix` (default `/kv-demo/`) and delete them at the end.
+//! Steps 3 to 6 write under `--demo-prefix` (default `/kv-demo/`), which must be empty, and delete exactly
+//! the keys they wrote at the end.
 //!
 //! Try next: `etcdctl get name -w json` to see the revisions printed here, then `cargo run -p watch`
-//! in one terminal and this program in another.
+//! in one terminal and this program in another. For a prefix with many keys, read `get_prefix_in_pages`
+//! in `src/lib.rs`.
+
+mod cli;
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
-use clap::builder::NonEmptyStringValueParser;
+use anyhow::{bail, Context, Result};
 use clap::Parser;
-use etcd_connect::ConnectArgs;
-
-#[derive(Debug, Parser)]
-#[command(about = "PUT and GET a key, then explore revisions, prefixes and deletes")]
-struct Args {
-    #[command(flatten)]
-    connect: ConnectArgs,
-
-    /// Key written and read in steps 1 and 2 (left in place afterwards).
-    #[arg(long, default_value = "name", value_parser = NonEmptyStringValueParser::new())]
-    key: String,
-
-    /// Value written to --key.
-    #[arg(long, default_value = "ferris")]
-    value: String,
-
-    /// Prefix of the demo keys used (and deleted) by steps 3 to 6.
-    #[arg(long, default_value = "/kv-demo/", value_parser = NonEmptyStringValueParser::new())]
-    demo_prefix: String,
-}
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse,
+};
 
 // A tutorial program makes a handful of sequential calls: the single-threaded runtime is enough, starts
 // faster, and keeps the example free of `Send` bounds a reader would have to think about.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     etcd_connect::init();
-    etcd_connect::report(run(Args::parse()).await)
+    etcd_connect::report(run(cli::Args::parse()).await)
 }
 
-async fn run(args: Args) -> Result<()> {
-    // 0. Connect. This fails within --dial-timeout, with a hint, when no etcd answers.
+async fn run(args: cli::Args) -> Result<()> {
+    let (key, value, prefix) = (&args.key, &args.value, &args.demo_prefix);
+
+    // 0. Connect. Underneath, `etcd_connect::connect` calls `Client::connect(endpoints, options)` and then
+    //    asks the server for its `status()` within --dial-timeout. The probe is needed because
+    //    `Client::connect` is lazy: it succeeds even when nothing listens, and the first real call would
+    //    fail far from the cause. Read crates/etcd-connect/src/lib.rs for the details.
     let mut client = etcd_connect::connect(&args.connect).await?;
     println!("connected to etcd at {}", args.connect.endpoints_shown());
 
-    // 1. PUT, as in the article. The reply carries the store's new revision: a counter of all writes.
-    let revision = kv::put(&mut client, &args.key, &args.value).await?;
-    println!(
-        "1. put {} = {} (store revision is now {revision})",
-        args.key, args.value
-    );
+    // 1. PUT, as in the article. The reply's header carries the store's new revision: a counter of every
+    //    write to any key, which is what watches and old reads refer to.
+    let put = client
+        .put(key.as_str(), value.as_str(), None)
+        .await
+        .with_context(|| format!("put {key}"))?;
+    let revision = put.header().map_or(0, |h| h.revision());
+    println!("1. put {key} = {value} (store revision is now {revision})");
 
-    // 2. GET it back. A GET returns a list: one key here, many for a range or prefix.
-    let Some(entry) = kv::get(&mut client, &args.key).await? else {
-        bail!(
-            "{} was just written but is not there; is another client deleting it?",
-            args.key
-        );
+    // 2. GET it back. A GET is a range read: it returns a list of key-values, empty (not an error) when
+    //    the key does not exist.
+    let got = client
+        .get(key.as_str(), None)
+        .await
+        .with_context(|| format!("get {key}"))?;
+    let Some(entry) = got.kvs().first() else {
+        bail!("{key} was just written but is not there; is another client deleting it?");
     };
-    println!("2. get {}", args.key);
-    println!("   {} : {}", entry.key, entry.value);
+    println!("2. get {key}");
+    println!(
+        "   {} : {}",
+        String::from_utf8_lossy(entry.key()),
+        String::from_utf8_lossy(entry.value())
+    );
     println!(
         "   (created at revision {}, last modified at {}, written {} time(s))",
-        entry.create_revision, entry.mod_revision, entry.version
+        entry.create_revision(),
+        entry.mod_revision(),
+        entry.version()
     );
 
     println!("-- beyond the article --");
-    let color = format!("{}color", args.demo_prefix);
 
-    // 3. PUT with prev_kv: the old value comes back in the same reply, so nothing can slip in between
-    //    a separate read and write.
-    let first_revision = kv::put(&mut client, &color, "red").await?;
-    let (revision, previous) = kv::put_returning_previous(&mut client, &color, "blue").await?;
-    let previous = previous.map_or("(none)".to_string(), |p| p.value);
-    println!("3. put {color} = red (revision {first_revision}), then = blue (revision {revision}); prev_kv returned: {previous}");
-
-    // 4. GET by prefix, sorted by key. A "directory" in etcd is only a key prefix.
-    for (name, value) in [("fruit", "apple"), ("animal", "crab")] {
-        kv::put(&mut client, &format!("{}{name}", args.demo_prefix), value).await?;
+    // 3. Make sure the demo prefix is empty, because step 6 cleans up after us and must only ever delete
+    //    what this run wrote. `with_keys_only` and `with_limit` keep the check cheap on a busy prefix.
+    let existing = client
+        .get(
+            prefix.as_str(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only()
+                    .with_limit(3),
+            ),
+        )
+        .await
+        .with_context(|| format!("check that {prefix} is empty"))?;
+    if existing.count() > 0 {
+        let keys: Vec<_> = existing
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()))
+            .collect();
+        bail!(
+            "{prefix} already holds {} key(s) ({}{}), which this program did not write; choose an empty \
+             --demo-prefix (or, if they are left from an interrupted run, `etcdctl del --prefix {prefix}`)",
+            existing.count(),
+            keys.join(", "),
+            if existing.count() > keys.len() as i64 { ", ..." } else { "" }
+        );
     }
-    let listed = kv::list_prefix(&mut client, &args.demo_prefix).await?;
+
+    //    Then PUT with prev_kv: the old value comes back in the same reply, so no other client can write
+    //    between a separate read and write.
+    let color = format!("{prefix}color");
+    let red = client
+        .put(color.as_str(), "red", None)
+        .await
+        .with_context(|| format!("put {color}"))?;
+    let red_revision = red.header().map_or(0, |h| h.revision());
+    let blue = client
+        .put(
+            color.as_str(),
+            "blue",
+            Some(PutOptions::new().with_prev_key()),
+        )
+        .await
+        .with_context(|| format!("put {color} with prev_kv"))?;
+    let previous = blue.prev_key().map_or("(none)".into(), |kv| {
+        String::from_utf8_lossy(kv.value()).into_owned()
+    });
     println!(
-        "4. get --prefix {} (sorted by key): {} keys",
-        args.demo_prefix,
-        listed.len()
+        "3. put {color} = red (revision {red_revision}), then = blue (revision {}); prev_kv returned: {previous}",
+        blue.header().map_or(0, |h| h.revision())
     );
-    for entry in &listed {
+    // Every key this run creates, with its create revision: step 6 deletes these and nothing else.
+    let mut created = vec![(color.clone(), red_revision)];
+
+    // 4. GET by prefix, sorted by key. A "directory" in etcd is only a key prefix, and one range read
+    //    returns all of it. (For a prefix with many keys or big values, read it in pages at one revision:
+    //    `kv::get_prefix_in_pages` in src/lib.rs.)
+    for (name, value) in [("fruit", "apple"), ("animal", "crab")] {
+        let key = format!("{prefix}{name}");
+        let put = client
+            .put(key.as_str(), value, None)
+            .await
+            .with_context(|| format!("put {key}"))?;
+        created.push((key, put.header().map_or(0, |h| h.revision())));
+    }
+    let listed = client
+        .get(
+            prefix.as_str(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Key, SortOrder::Ascend),
+            ),
+        )
+        .await
+        .with_context(|| format!("get prefix {prefix}"))?;
+    println!(
+        "4. get --prefix {prefix} (sorted by key): {} keys",
+        listed.count()
+    );
+    for kv in listed.kvs() {
         println!(
             "   {} : {} (mod revision {})",
-            entry.key, entry.value, entry.mod_revision
+            String::from_utf8_lossy(kv.key()),
+            String::from_utf8_lossy(kv.value()),
+            kv.mod_revision()
         );
     }
 
     // 5. GET at an older revision: the store still remembers what `color` was before step 3's overwrite.
-    let then = kv::get_at_revision(&mut client, &color, first_revision).await?;
-    let now = kv::get(&mut client, &color).await?;
+    let then = client
+        .get(
+            color.as_str(),
+            Some(GetOptions::new().with_revision(red_revision)),
+        )
+        .await
+        .with_context(|| format!("get {color} at revision {red_revision}"))?;
+    let now = client
+        .get(color.as_str(), None)
+        .await
+        .with_context(|| format!("get {color}"))?;
+    let shown = |kvs: &[etcd_client::KeyValue]| {
+        kvs.first().map_or("(absent)".into(), |kv| {
+            String::from_utf8_lossy(kv.value()).into_owned()
+        })
+    };
     println!(
-        "5. {color} at revision {first_revision} was {}, now it is {}",
-        then.map_or("(absent)".into(), |e| e.value),
-        now.map_or("(absent)".into(), |e| e.value)
+        "5. {color} at revision {red_revision} was {}, now it is {}",
+        shown(then.kvs()),
+        shown(now.kvs())
     );
 
-    // 6. DELETE the demo keys by prefix, with prev_kv to see what went. `--key` stays for you to inspect.
-    let (revision, deleted) = kv::delete_prefix(&mut client, &args.demo_prefix).await?;
-    let names: Vec<&str> = deleted.iter().map(|e| e.key.as_str()).collect();
+    // 6. Clean up, deleting only what this run created: one transaction whose guards check that each key
+    //    still has the create revision we gave it. A key another client deleted and wrote again has a new
+    //    create revision, so the guard fails and nothing is deleted. (A plain `delete(prefix, with_prefix())`
+    //    would also take any key someone else put under the prefix.) `--key` stays for you to inspect.
+    let guards: Vec<Compare> = created
+        .iter()
+        .map(|(key, rev)| Compare::create_revision(key.as_str(), CompareOp::Equal, *rev))
+        .collect();
+    let deletes: Vec<TxnOp> = created
+        .iter()
+        .map(|(key, _)| TxnOp::delete(key.as_str(), Some(DeleteOptions::new().with_prev_key())))
+        .collect();
+    let cleanup = client
+        .txn(Txn::new().when(guards).and_then(deletes))
+        .await
+        .with_context(|| format!("delete the demo keys under {prefix}"))?;
+    if !cleanup.succeeded() {
+        bail!(
+            "left the demo keys under {prefix} in place: another client re-created one of them after this \
+             run wrote it (see `etcdctl get --prefix {prefix}`)"
+        );
+    }
+    let mut deleted: Vec<String> = cleanup
+        .op_responses()
+        .iter()
+        .filter_map(|op| match op {
+            TxnOpResponse::Delete(d) => d
+                .prev_kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.key()).into_owned()),
+            _ => None,
+        })
+        .collect();
+    deleted.sort();
     println!(
-        "6. deleted {} keys under {} at revision {revision}: {}",
+        "6. deleted the {} keys this run created under {prefix}, in one transaction at revision {}: {}",
         deleted.len(),
-        args.demo_prefix,
-        names.join(", ")
+        cleanup.header().map_or(0, |h| h.revision()),
+        deleted.join(", ")
     );
-    println!(
-        "done: `{}` is still stored; try `etcdctl get {}`",
-        args.key, args.key
-    );
+    println!("done: `{key}` is still stored; try `etcdctl get {key}`");
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! - [`Bin`] runs a topic binary against such a member, reads its output line by line with deadlines, sends
 //!   it signals, and kills it when dropped.
 //! - [`eventually`] polls a condition until a deadline, for things etcd does on its own clock (lease expiry).
+//! - [`Transcript`] reads the default run a topic README shows, and checks a program's output against it.
 //!
 //! Tests never use `127.0.0.1:2379`: that may be a developer's own etcd.
 
@@ -24,6 +25,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use nix::sys::signal::Signal;
+pub use transcript::Transcript;
+
+mod transcript;
 
 /// How to get etcd, shown when it is missing.
 pub const INSTALL_HINT: &str = "etcd is not on PATH: run `scripts/install-deps.sh` \
