@@ -246,11 +246,6 @@ pub fn report(result: Result<()>) -> ExitCode {
     }
 }
 
-/// Renders bytes from etcd for a human: UTF-8 as is, invalid sequences replaced by U+FFFD.
-pub fn show_bytes(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

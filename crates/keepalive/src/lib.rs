@@ -1,55 +1,19 @@
-//! The client calls behind `cargo run -p keepalive`, one small function per step, so each can be copied
-//! into a service on its own. `main.rs` calls them in order and prints what they return.
+//! The reusable part of the `keepalive` topic: [`KeptLease`], which keeps a lease alive with the two ends
+//! of an etcd-client keep-alive stream: it renews every TTL/3, reads what etcd answers, and re-opens the
+//! stream when it breaks.
 //!
-//! The heart of it is [`KeptLease`]: etcd-client hands out the two ends of a keep-alive stream, and the
-//! renewing (when to send, what an answer means, what to do when the stream breaks) is up to the caller.
+//! Every other call of the topic is one `etcd-client` call, and `src/main.rs` makes it where it explains
+//! it. This file depends only on `etcd-client`, `tokio`, `anyhow` and `log`, so it can be copied into a
+//! service as is (see the topic README, "Use it in your project").
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
+use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use log::debug;
-
-/// The longest TTL etcd grants (`MaxLeaseTTL` in etcd's lease package, about 285 years).
-pub const MAX_TTL_SECS: i64 = 9_000_000_000;
 
 /// Pause between attempts to re-open a broken keep-alive stream.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
-
-/// A lease ID as etcdctl prints it (16 hex digits), so it can be pasted into `etcdctl lease ...`.
-pub fn lease_id_hex(id: i64) -> String {
-    format!("{id:016x}")
-}
-
-/// Step 1: ask etcd for a lease. Returns its ID and the TTL the server chose, which can be longer than
-/// the one asked for (etcd raises very short TTLs to about 1.5 election timeouts, 2 s by default).
-pub async fn grant(client: &mut Client, ttl: i64) -> Result<(i64, i64)> {
-    let resp = client
-        .lease_grant(ttl, None)
-        .await
-        .with_context(|| format!("grant a lease of {ttl}s"))?;
-    Ok((resp.id(), resp.ttl()))
-}
-
-/// Step 2: PUT a key attached to the lease. Returns the store revision of this write.
-pub async fn put_with_lease(
-    client: &mut Client,
-    key: &str,
-    value: &str,
-    lease_id: i64,
-) -> Result<i64> {
-    let resp = client
-        .put(key, value, Some(PutOptions::new().with_lease(lease_id)))
-        .await
-        .with_context(|| format!("put {key} on lease {}", lease_id_hex(lease_id)))?;
-    Ok(resp.header().map_or(0, |h| h.revision()))
-}
-
-/// How often to renew: a third of the TTL, so one lost or late renewal still leaves time for another
-/// before the lease runs out. (Go's client renews at TTL/3 too.)
-pub fn renew_every(ttl_secs: i64) -> Duration {
-    Duration::from_secs(ttl_secs.max(1) as u64) / 3
-}
 
 /// What etcd answered to one renewal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,15 +25,18 @@ pub enum Renewal {
     Gone,
 }
 
-/// A lease this program keeps alive, with both ends of its keep-alive stream.
+/// A lease kept alive by this program, holding both ends of its keep-alive stream.
 ///
-/// Go's `KeepAlive` starts a goroutine that renews on its own. etcd-client does not: `keep_alive(id)`
-/// returns a [`LeaseKeeper`] (the sending end: each `keep_alive()` call sends one renewal) and a
-/// [`LeaseKeepAliveStream`] (the receiving end: one answer per renewal). Nothing is sent unless we send
-/// it, so this struct does the timing, and re-opens the stream when the connection breaks.
+/// Use it for any key that must live exactly as long as your process: a service registration, a leader
+/// or lock key, a heartbeat. Go's `KeepAlive` starts a goroutine that renews on its own; etcd-client
+/// does not. `client.lease_keep_alive(id)` returns a [`LeaseKeeper`] (the sending end: each
+/// `keep_alive()` sends ONE renewal) and a [`LeaseKeepAliveStream`] (the receiving end: one answer per
+/// renewal). Nothing is sent unless you send it, so this type does the timing ([`Self::renew_when_due`]),
+/// says what an answer means ([`Renewal`]), and re-opens the stream when the connection breaks
+/// ([`Self::reopen`]), for as long as the lease can still be alive.
 ///
 /// Dropping it stops the renewals but does not end the lease: etcd deletes the keys only when the TTL
-/// runs out. Call `revoke` to end it now.
+/// runs out. Call `client.lease_revoke(id)` to end it now.
 pub struct KeptLease {
     pub id: i64,
     /// The TTL in seconds, as granted by the server.
@@ -83,39 +50,41 @@ pub struct KeptLease {
 }
 
 impl KeptLease {
-    /// Step 3: open the keep-alive stream for a lease with the given `ttl`.
-    ///
-    /// Note that etcd-client's `keep_alive()` already sends one renewal and reads its answer before it
-    /// returns, so a lease that no longer exists fails here, and the lease was renewed just now.
-    pub async fn start(client: &mut Client, id: i64, ttl: i64) -> Result<KeptLease> {
-        let sent_at = Instant::now();
-        let (keeper, answers) = client
-            .lease_keep_alive(id)
-            .await
-            .with_context(|| format!("open a keep-alive stream for lease {}", lease_id_hex(id)))?;
-        Ok(KeptLease {
+    /// Takes over the two ends that `client.lease_keep_alive(id)` just returned, for a lease granted
+    /// with `ttl` seconds. Call it right after that call: `lease_keep_alive` already sent one renewal and
+    /// read its answer before returning (so it fails for a lease that no longer exists), and the lease's
+    /// countdown is taken to restart now. The first renewal of its own is due a third of the TTL later.
+    pub fn new(id: i64, ttl: i64, keeper: LeaseKeeper, answers: LeaseKeepAliveStream) -> KeptLease {
+        let now = Instant::now();
+        KeptLease {
             id,
             ttl,
             keeper,
             answers,
-            renewed_at: sent_at,
-            next_renewal: sent_at + renew_every(ttl),
-        })
+            renewed_at: now,
+            next_renewal: now + third_of(ttl),
+        }
+    }
+
+    /// How often it renews: a third of the TTL, so one lost or late renewal still leaves time for another
+    /// before the lease runs out. (Go's client renews at TTL/3 too.)
+    pub fn renew_every(&self) -> Duration {
+        third_of(self.ttl)
     }
 
     /// The moment the lease ends unless a renewal reaches etcd first.
     pub fn deadline(&self) -> Instant {
-        self.renewed_at + Duration::from_secs(self.ttl as u64)
+        self.renewed_at + Duration::from_secs(self.ttl.max(0) as u64)
     }
 
-    /// Step 4, once: wait until the next renewal is due, send it, and read etcd's answer.
+    /// Waits until the next renewal is due, sends it, and reads etcd's answer. Call it in a loop.
     ///
     /// An error means the stream is broken (connection lost, no answer in time): call [`Self::reopen`].
     /// Cancelling this (as `tokio::select!` does) is fine when you stop using the lease afterwards; an
     /// answer already on its way would otherwise be read by the next call.
     pub async fn renew_when_due(&mut self) -> Result<Renewal> {
         tokio::time::sleep_until(self.next_renewal.into()).await;
-        let every = renew_every(self.ttl);
+        let every = self.renew_every();
         let sent_at = Instant::now();
         self.next_renewal = sent_at + every;
 
@@ -127,7 +96,7 @@ impl KeptLease {
         let answer = tokio::time::timeout(every, self.answers.message())
             .await
             .map_err(|_| anyhow!("no keep-alive answer within {every:.1?}"))?
-            .context("keep-alive stream failed")?
+            .map_err(|e| anyhow!("keep-alive stream failed: {}", brief(&e)))?
             .ok_or_else(|| anyhow!("etcd closed the keep-alive stream"))?;
         debug!("keep-alive answer: {answer:?}");
 
@@ -138,29 +107,31 @@ impl KeptLease {
         Ok(Renewal::Alive { ttl: answer.ttl() })
     }
 
-    /// Re-opens a broken keep-alive stream, trying again until the lease's deadline. Past the deadline
-    /// etcd has ended the lease (or is about to), so this fails rather than pretend the key still exists.
+    /// Re-opens a broken keep-alive stream with `client.lease_keep_alive(id)`, which also renews the
+    /// lease, trying again every half second until the lease's [`deadline`](Self::deadline). Past it etcd
+    /// has ended the lease (or is about to), so this fails rather than pretend the keys still exist. It
+    /// fails at once when etcd says the lease is gone.
     pub async fn reopen(&mut self, client: &mut Client) -> Result<()> {
-        let id = lease_id_hex(self.id);
+        let id = self.id;
         let deadline = self.deadline();
         let mut last_error = String::from("no attempt finished in time");
         while Instant::now() < deadline {
             let sent_at = Instant::now();
-            match tokio::time::timeout_at(deadline.into(), client.lease_keep_alive(self.id)).await {
+            match tokio::time::timeout_at(deadline.into(), client.lease_keep_alive(id)).await {
                 Ok(Ok((keeper, answers))) => {
                     self.keeper = keeper;
                     self.answers = answers;
                     self.renewed_at = sent_at;
-                    self.next_renewal = sent_at + renew_every(self.ttl);
+                    self.next_renewal = sent_at + self.renew_every();
                     return Ok(());
                 }
-                // etcd answered, with TTL 0: `keep_alive()` reports that as this error ("lease not found").
-                Ok(Err(etcd_client::Error::LeaseKeepAliveError(why))) => {
-                    bail!("lease {id} is gone ({why}): it expired or was revoked, and its keys with it")
-                }
+                // etcd answered, with TTL 0: `lease_keep_alive` reports that as this error ("lease not found").
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(why))) => bail!(
+                    "lease {id:016x} is gone ({why}): it expired or was revoked, and its keys with it"
+                ),
                 Ok(Err(e)) => {
-                    last_error = etcd_connect::short_error(&e);
-                    debug!("re-opening the keep-alive stream for lease {id} failed: {e}");
+                    last_error = brief(&e);
+                    debug!("re-opening the keep-alive stream for lease {id:016x} failed: {e}");
                 }
                 Err(_) => break,
             }
@@ -168,24 +139,44 @@ impl KeptLease {
             tokio::time::sleep(RETRY_PAUSE.min(left)).await;
         }
         bail!(
-            "could not renew lease {id} within its TTL of {}s, so etcd deletes its keys as soon as it \
+            "could not renew lease {id:016x} within its TTL of {}s, so etcd deletes its keys as soon as it \
              sees the TTL run out (last error: {last_error})",
             self.ttl
         )
     }
 }
 
-/// Revokes the lease: etcd ends it now and deletes every key attached to it in the same step.
-///
-/// Bounded by `limit` so that Ctrl-C never hangs on an etcd that stopped answering; the lease then
-/// still ends by itself when its TTL runs out.
-pub async fn revoke(client: &mut Client, lease_id: i64, limit: Duration) -> Result<()> {
-    let id = lease_id_hex(lease_id);
-    match tokio::time::timeout(limit, client.lease_revoke(lease_id)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e).with_context(|| format!("revoke lease {id}")),
-        Err(_) => bail!(
-            "revoke lease {id}: no answer within {limit:?}; its keys go when its TTL runs out"
-        ),
+/// A third of `ttl_secs` (at least a third of a second).
+fn third_of(ttl_secs: i64) -> Duration {
+    Duration::from_secs(ttl_secs.max(1) as u64) / 3
+}
+
+/// An etcd-client error in the words a user can act on. A gRPC status prints as a long dump of code,
+/// message, details and metadata; its message and innermost cause (`Connection refused (os error 111)`)
+/// say what happened. Full errors stay in the debug log.
+fn brief(e: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return e.to_string();
+    };
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(deeper) = cause.and_then(|c| c.source()) {
+        cause = Some(deeper);
+    }
+    match cause {
+        Some(cause) => format!("{} ({cause})", status.message()),
+        None => status.message().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::third_of;
+    use std::time::Duration;
+
+    #[test]
+    fn renewals_come_every_third_of_the_ttl() {
+        assert_eq!(third_of(6), Duration::from_secs(2));
+        assert_eq!(third_of(3), Duration::from_secs(1));
+        assert_eq!(third_of(0), Duration::from_secs(1) / 3);
     }
 }

@@ -1,6 +1,6 @@
 //! # keepalive: a key that lives exactly as long as its program
 //!
-//! The article's KEEPALIVE program: grant a lease, PUT `/name` on it, then keep the lease alive and print
+//! The article's KEEPALIVE program: grant a lease, PUT a key on it, then keep the lease alive and print
 //! the TTL etcd reports after each renewal. The key stays while the program runs, however long that is.
 //!
 //! **Why leases matter: how the program ends decides when the key goes.**
@@ -13,11 +13,11 @@
 //! **Renewing is the caller's job in Rust.** Go's `client.KeepAlive(ctx, id)` returns a channel and renews
 //! in the background by itself. etcd-client's `lease_keep_alive(id)` returns two ends of a stream instead:
 //! a `LeaseKeeper`, whose `keep_alive()` sends ONE renewal, and a `LeaseKeepAliveStream` that yields ONE
-//! answer per renewal. Nothing renews unless the program sends it. So this program:
+//! answer per renewal. Nothing renews unless the program sends it. So `KeptLease` (in `src/lib.rs`):
 //!
 //! - renews every TTL/3, so a renewal can be late or lost and the lease still lives;
 //! - treats an answer with TTL 0 as "the lease is gone" (it expired, or someone ran `etcdctl lease revoke`):
-//!   renewing cannot bring it back, the key is already deleted, so it exits with an error;
+//!   renewing cannot bring it back, the key is already deleted, so this program exits with an error;
 //! - re-opens the stream when it breaks (etcd restarted, connection reset), as long as the lease is still
 //!   inside its TTL (last confirmed renewal + TTL); past that it fails clearly.
 //!
@@ -27,90 +27,83 @@
 //! cargo run -p keepalive                   # 5 s lease, renewed until Ctrl-C
 //! cargo run -p keepalive -- --ttl 10 --key /svc/a --value up
 //! cargo run -p keepalive -- --count 3      # stop (and revoke) after 3 renewals
-//! etcdctl get /name                        # in another terminal: still there after many TTLs
+//! etcdctl get name                         # in another terminal: still there after many TTLs
 //! ```
 //!
-//! Try next: run it, then `kill -9 <pid>` and `watch -n 0.5 etcdctl get /name` to see the key vanish after
-//! the TTL; or `etcdctl lease revoke <id>` to see the program notice that its lease is gone.
+//! Try next: run it, then `kill -9 <pid>` and `watch -n 0.5 etcdctl get name` to see the key vanish after
+//! the TTL; or `etcdctl lease revoke <id>` to see the program notice that its lease is gone; or
+//! `cargo run -p watch` in a third terminal, to see the PUT and, on Ctrl-C, the DELETE.
+
+mod cli;
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
-use clap::builder::NonEmptyStringValueParser;
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use etcd_client::Client;
-use etcd_connect::{ConnectArgs, Shutdown};
-use keepalive::{lease_id_hex, KeptLease, Renewal, MAX_TTL_SECS};
-
-#[derive(Debug, Parser)]
-#[command(about = "Put a key on a lease and keep the lease alive until stopped")]
-struct Args {
-    #[command(flatten)]
-    connect: ConnectArgs,
-
-    /// Lease time-to-live in whole seconds (short by default, so a killed program's key goes quickly).
-    // Negative numbers are read as values, so `--ttl -5` says "not in range" rather than "unexpected argument".
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = 5,
-        allow_negative_numbers = true,
-        value_parser = clap::value_parser!(i64).range(1..=MAX_TTL_SECS)
-    )]
-    ttl: i64,
-
-    /// Key put on the lease.
-    #[arg(long, default_value = "/name", value_parser = NonEmptyStringValueParser::new())]
-    key: String,
-
-    /// Value written to --key.
-    #[arg(long, default_value = "ferris")]
-    value: String,
-
-    /// Stop after this many keep-alive answers, revoking the lease as on Ctrl-C. Default: run until stopped.
-    #[arg(
-        long,
-        value_name = "N",
-        allow_negative_numbers = true,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    count: Option<u32>,
-}
+use etcd_client::{Client, PutOptions};
+use keepalive::{KeptLease, Renewal};
 
 // One lease and one signal handler, handled in turn by a `select!`: the single-threaded runtime is enough.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     etcd_connect::init();
-    etcd_connect::report(run(Args::parse()).await)
+    etcd_connect::report(run(cli::Args::parse()).await)
 }
 
-async fn run(args: Args) -> Result<()> {
+async fn run(args: cli::Args) -> Result<()> {
+    let (key, value) = (&args.key, &args.value);
     // Catch Ctrl-C and SIGTERM from the start, so a signal during setup still leads to a revoke below.
-    let mut shutdown = Shutdown::listen()?;
+    let mut shutdown = etcd_connect::Shutdown::listen()?;
+
+    // 0. Connect: `Client::connect` plus a `status()` probe, because `Client::connect` alone is lazy
+    //    (see the `kv` topic and crates/etcd-connect/src/lib.rs).
     let mut client = etcd_connect::connect(&args.connect).await?;
     println!("connected to etcd at {}", args.connect.endpoints_shown());
-    let key = &args.key;
 
-    // 1. Grant a lease: a countdown on the server, as in the `lease` topic.
-    let (lease_id, ttl) = keepalive::grant(&mut client, args.ttl).await?;
-    let id = lease_id_hex(lease_id);
+    // 1. Grant a lease: a countdown on the server, as in the `lease` topic. etcd may grant more than we
+    //    asked (it raises very short TTLs), so the rest of the program uses the TTL from the reply.
+    let granted = client
+        .lease_grant(args.ttl, None)
+        .await
+        .with_context(|| format!("grant a lease of {}s", args.ttl))?;
+    let (lease_id, ttl) = (granted.id(), granted.ttl());
+    // etcdctl prints lease IDs as 16 hex digits: the same form can be pasted into `etcdctl lease ...`.
+    let id = format!("{lease_id:016x}");
     println!("1. granted lease {id} with a TTL of {ttl}s");
 
-    // 2. Attach the key. Left alone, it would be deleted after the TTL.
-    let revision = keepalive::put_with_lease(&mut client, key, &args.value, lease_id).await?;
+    // 2. Attach the key. Left alone, it would be deleted after the TTL. (The article writes "/name"; our
+    //    default key is `name`, the key `cargo run -p watch` watches, so a watch in another terminal
+    //    sees this write and, at the end, the delete.)
+    let put = client
+        .put(
+            key.as_str(),
+            value.as_str(),
+            Some(PutOptions::new().with_lease(lease_id)),
+        )
+        .await
+        .with_context(|| format!("put {key} on lease {id}"))?;
     println!(
-        "2. put {key} = {} on lease {id} (revision {revision})",
-        args.value
+        "2. put {key} = {value} on lease {id} (revision {})",
+        put.header().map_or(0, |h| h.revision())
     );
 
-    // 3. Open the keep-alive stream. Opening it already renews the lease once.
-    let mut lease = KeptLease::start(&mut client, lease_id, ttl).await?;
+    // 3. Open the keep-alive stream. Go's `KeepAlive` hands back one channel and renews by itself;
+    //    etcd-client hands back the two ends: `keeper.keep_alive()` sends one renewal, `stream.message()`
+    //    reads one answer. Opening it already renews the lease once (and fails if the lease is gone).
+    //    `KeptLease` (src/lib.rs) takes both ends and does the timing from here on.
+    let (keeper, stream) = client
+        .lease_keep_alive(lease_id)
+        .await
+        .with_context(|| format!("open a keep-alive stream for lease {id}"))?;
+    let mut lease = KeptLease::new(lease_id, ttl, keeper, stream);
     println!(
         "3. keep-alive stream open; renewing every {:.1?} (a third of the TTL); Ctrl-C revokes the lease",
-        keepalive::renew_every(ttl)
+        lease.renew_every()
     );
 
-    // 4. Renew until stopped. Each answer resets the lease's countdown to the full TTL.
+    // 4. Renew until stopped, printing each answer as the article's loop does (`ttl: 5`). Each answer
+    //    resets the lease's countdown to the full TTL. Everything past the printing is beyond the
+    //    article: the lease that is gone, the broken stream, and the clean stop of step 5.
     let mut answers = 0;
     loop {
         let renewal = tokio::select! {
@@ -141,12 +134,22 @@ async fn run(args: Args) -> Result<()> {
     }
 }
 
-/// The clean way out: revoke the lease so the key goes now, instead of lingering for up to a TTL.
-async fn stop(client: &mut Client, args: &Args, lease_id: i64, why: &str) -> Result<()> {
-    keepalive::revoke(client, lease_id, args.connect.dial_timeout).await?;
+// 5. The clean way out, on Ctrl-C, SIGTERM or `--count`: revoke the lease, so etcd deletes the key now
+//    instead of up to a TTL later. Bounded by the dial timeout, so stopping never hangs on an etcd that
+//    stopped answering; the key then goes when the TTL runs out, since nobody renews it any more.
+async fn stop(client: &mut Client, args: &cli::Args, lease_id: i64, why: &str) -> Result<()> {
+    let dial_timeout = args.connect.dial_timeout;
+    tokio::time::timeout(dial_timeout, client.lease_revoke(lease_id))
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "revoke lease {lease_id:016x}: no answer within {dial_timeout:?}; {} goes when its TTL runs out",
+                args.key
+            )
+        })?
+        .with_context(|| format!("revoke lease {lease_id:016x}"))?;
     println!(
-        "{why}: revoked lease {}, so etcd deleted {} at once",
-        lease_id_hex(lease_id),
+        "{why}: revoked lease {lease_id:016x}, so etcd deleted {} at once",
         args.key
     );
     Ok(())

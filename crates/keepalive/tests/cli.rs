@@ -51,7 +51,7 @@ async fn the_key_outlives_twice_its_ttl_while_renewed_and_goes_at_once_on_ctrl_c
     }
     assert!(answers >= 3, "renewed every TTL/3, got {answers} answers");
     assert_eq!(
-        lease_of(&mut client, "/name").await,
+        lease_of(&mut client, "name").await,
         Some(id),
         "still there after {:?}",
         put_seen.elapsed()
@@ -67,7 +67,7 @@ async fn the_key_outlives_twice_its_ttl_while_renewed_and_goes_at_once_on_ctrl_c
         out.stdout
     );
     // No `eventually`: a revoke deletes the keys before it answers.
-    assert_eq!(get_value(&mut client, "/name").await, None);
+    assert_eq!(get_value(&mut client, "name").await, None);
     assert!(!lease_exists(&mut client, id).await);
 }
 
@@ -79,7 +79,7 @@ async fn sigterm_revokes_the_lease_too() {
     let (mut bin, id, _) = start(&etcd, &["--ttl", "60"]).await;
     bin.line_containing("3. keep-alive stream open", LIMIT)
         .await;
-    assert_eq!(lease_of(&mut client, "/name").await, Some(id));
+    assert_eq!(lease_of(&mut client, "name").await, Some(id));
 
     bin.signal(Signal::SIGTERM);
     let out = bin.finish(LIMIT).await;
@@ -89,7 +89,7 @@ async fn sigterm_revokes_the_lease_too() {
         "{}",
         out.stdout
     );
-    assert_eq!(get_value(&mut client, "/name").await, None);
+    assert_eq!(get_value(&mut client, "name").await, None);
     assert!(!lease_exists(&mut client, id).await);
 }
 
@@ -110,22 +110,17 @@ async fn after_sigkill_the_key_stays_until_the_ttl_runs_out_then_goes() {
         "{out:#?}"
     );
     assert_eq!(
-        lease_of(&mut client, "/name").await,
+        lease_of(&mut client, "name").await,
         Some(id),
         "nobody revoked the lease, so the key is still there"
     );
 
     eventually(
-        "/name to vanish within TTL + 1 s of the kill",
+        "name to vanish within TTL + 1 s of the kill",
         Duration::from_secs(ttl + 1).saturating_sub(killed.elapsed()),
         || {
             let mut client = client.clone();
-            async move {
-                get_value(&mut client, "/name")
-                    .await
-                    .is_none()
-                    .then_some(())
-            }
+            async move { get_value(&mut client, "name").await.is_none().then_some(()) }
         },
     )
     .await;
@@ -178,7 +173,7 @@ async fn a_lease_revoked_elsewhere_ends_the_program_with_an_error() {
         "{}",
         out.stderr
     );
-    assert_eq!(get_value(&mut client, "/name").await, None);
+    assert_eq!(get_value(&mut client, "name").await, None);
 }
 
 #[tokio::test]
@@ -196,11 +191,11 @@ async fn a_broken_stream_is_reopened_while_the_lease_is_alive() {
     bin.line_containing("ttl:", LIMIT).await;
 
     let mut client = etcd.client().await;
-    assert_eq!(lease_of(&mut client, "/name").await, Some(id));
+    assert_eq!(lease_of(&mut client, "name").await, Some(id));
     bin.signal(Signal::SIGINT);
     let out = bin.finish(LIMIT).await;
     assert!(out.status.success(), "{out:#?}");
-    assert_eq!(get_value(&mut client, "/name").await, None);
+    assert_eq!(get_value(&mut client, "name").await, None);
 }
 
 #[tokio::test]
@@ -218,7 +213,7 @@ async fn bad_input_is_refused_without_granting_anything() {
     let mut client = etcd.client().await;
     let leases = client.leases().await.expect("listing leases works");
     assert!(leases.leases().is_empty(), "no lease was granted");
-    assert_eq!(get_value(&mut client, "/name").await, None);
+    assert_eq!(get_value(&mut client, "name").await, None);
 }
 
 #[tokio::test]

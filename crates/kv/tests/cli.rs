@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use test_etcd::{
     assert_clean_failure, assert_fails_fast_on_dead_endpoint, assert_refused, free_port, get_value,
-    Bin, TestEtcd,
+    keys_under, put, Bin, TestEtcd,
 };
 
 const KV: &str = env!("CARGO_BIN_EXE_kv");
@@ -24,7 +24,7 @@ async fn default_run_prints_every_step_and_leaves_name_in_place() {
         "3. put /kv-demo/color",
         "4. get --prefix /kv-demo/",
         "5. ",
-        "6. deleted 3 keys",
+        "6. deleted the 3 keys this run created under /kv-demo/",
     ] {
         assert!(
             out.stdout.contains(step),
@@ -81,6 +81,38 @@ async fn key_and_value_flags_change_the_first_step() {
         get_value(&mut client, "name").await,
         None,
         "only --key is written"
+    );
+}
+
+#[tokio::test]
+async fn a_demo_prefix_that_holds_keys_is_refused_and_left_untouched() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    // As in the issue that found it: `--demo-prefix /` once deleted every key in the store.
+    put(&mut client, "/mine/a", "1").await;
+    put(&mut client, "users-key", "precious").await;
+    for prefix in ["/", "/mine/"] {
+        let out = assert_refused(
+            KV,
+            &etcd.endpoint(),
+            &["--demo-prefix", prefix],
+            "which this program did not write",
+        )
+        .await;
+        assert!(out.stderr.contains("/mine/a"), "names the keys: {out:#?}");
+    }
+    assert_eq!(
+        get_value(&mut client, "users-key").await.as_deref(),
+        Some("precious")
+    );
+    assert_eq!(
+        get_value(&mut client, "/mine/a").await.as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        keys_under(&mut client, "/mine/").await,
+        ["/mine/a"],
+        "no demo key was written next to them"
     );
 }
 

@@ -1,100 +1,113 @@
-//! The kv step functions, in-process, against a throwaway etcd.
+//! `kv::get_prefix_in_pages`, in-process, against a throwaway etcd.
 
-use test_etcd::TestEtcd;
+use etcd_client::Client;
+use test_etcd::{put, TestEtcd};
 
-#[tokio::test]
-async fn put_then_get_returns_the_value_and_its_revisions() {
-    let etcd = TestEtcd::start().await;
-    let mut client = etcd.client().await;
-
-    let first = kv::put(&mut client, "name", "one").await.unwrap();
-    let second = kv::put(&mut client, "name", "two").await.unwrap();
-    assert_eq!(
-        second,
-        first + 1,
-        "each write bumps the store revision by one"
-    );
-
-    let entry = kv::get(&mut client, "name")
-        .await
-        .unwrap()
-        .expect("name exists");
-    assert_eq!(entry.value, "two");
-    assert_eq!(entry.create_revision, first);
-    assert_eq!(entry.mod_revision, second);
-    assert_eq!(entry.version, 2);
-
-    assert_eq!(kv::get(&mut client, "no-such-key").await.unwrap(), None);
+fn keys(kvs: &[etcd_client::KeyValue]) -> Vec<String> {
+    kvs.iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect()
 }
 
-#[tokio::test]
-async fn put_with_prev_kv_returns_what_it_overwrote() {
-    let etcd = TestEtcd::start().await;
-    let mut client = etcd.client().await;
-
-    let (_, none) = kv::put_returning_previous(&mut client, "/t/c", "red")
-        .await
-        .unwrap();
-    assert_eq!(none, None, "a new key has no previous value");
-    let (_, prev) = kv::put_returning_previous(&mut client, "/t/c", "blue")
-        .await
-        .unwrap();
-    assert_eq!(prev.expect("overwrote red").value, "red");
-}
-
-#[tokio::test]
-async fn prefix_listing_is_sorted_and_stays_inside_the_prefix() {
-    let etcd = TestEtcd::start().await;
-    let mut client = etcd.client().await;
+async fn fill(client: &mut Client) {
     for (k, v) in [
         ("/p/b", "2"),
         ("/p/a", "1"),
+        ("/p/e", "5"),
         ("/p/c", "3"),
+        ("/p/d", "4"),
         ("/pz", "outside"),
         ("/o", "outside"),
     ] {
-        kv::put(&mut client, k, v).await.unwrap();
+        put(client, k, v).await;
     }
-    let listed = kv::list_prefix(&mut client, "/p/").await.unwrap();
-    let pairs: Vec<(&str, &str)> = listed
-        .iter()
-        .map(|e| (e.key.as_str(), e.value.as_str()))
-        .collect();
-    assert_eq!(pairs, [("/p/a", "1"), ("/p/b", "2"), ("/p/c", "3")]);
 }
 
 #[tokio::test]
-async fn old_revisions_stay_readable() {
+async fn pages_return_every_key_under_the_prefix_once_in_key_order() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let red = kv::put(&mut client, "/t/c", "red").await.unwrap();
-    kv::put(&mut client, "/t/c", "blue").await.unwrap();
+    fill(&mut client).await;
 
-    let then = kv::get_at_revision(&mut client, "/t/c", red).await.unwrap();
-    assert_eq!(then.expect("existed at that revision").value, "red");
-    let before = kv::get_at_revision(&mut client, "/t/c", red - 1)
+    for page_size in [1, 2, 3, 5, 100] {
+        let (_, kvs) = kv::get_prefix_in_pages(&mut client, "/p/", page_size)
+            .await
+            .unwrap();
+        assert_eq!(
+            keys(&kvs),
+            ["/p/a", "/p/b", "/p/c", "/p/d", "/p/e"],
+            "page size {page_size}"
+        );
+    }
+    let (_, none) = kv::get_prefix_in_pages(&mut client, "/nothing/", 2)
         .await
         .unwrap();
-    assert_eq!(before, None, "the key did not exist before its first put");
+    assert!(none.is_empty());
 }
 
 #[tokio::test]
-async fn delete_prefix_returns_what_it_deleted_and_spares_other_keys() {
+async fn the_pages_are_one_snapshot_even_while_others_write() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    kv::put(&mut client, "/d/x", "1").await.unwrap();
-    kv::put(&mut client, "/d/y", "2").await.unwrap();
-    kv::put(&mut client, "name", "kept").await.unwrap();
+    fill(&mut client).await;
 
-    let (_, deleted) = kv::delete_prefix(&mut client, "/d/").await.unwrap();
-    let keys: Vec<&str> = deleted.iter().map(|e| e.key.as_str()).collect();
-    assert_eq!(keys, ["/d/x", "/d/y"]);
-    assert!(kv::list_prefix(&mut client, "/d/")
+    // A writer keeps adding keys under the prefix while we page through it one key per request.
+    let mut writer = etcd.client().await;
+    let writing = tokio::spawn(async move {
+        for i in 0..200 {
+            put(&mut writer, &format!("/p/new-{i:03}"), "late").await;
+        }
+    });
+    let (revision, kvs) = kv::get_prefix_in_pages(&mut client, "/p/", 1)
         .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        kv::get(&mut client, "name").await.unwrap().unwrap().value,
-        "kept"
+        .unwrap();
+    writing.await.unwrap();
+
+    // Exactly what one read at that revision returns: nothing written after it, nothing missing.
+    let at = client
+        .get(
+            "/p/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_revision(revision),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys(&kvs), keys(at.kvs()));
+    assert!(kvs.iter().all(|kv| kv.mod_revision() <= revision));
+    let now = client
+        .get("/p/", Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(now.count(), 5 + 200, "the writer did write meanwhile");
+}
+
+#[tokio::test]
+async fn values_too_big_for_one_reply_come_back_in_pages() {
+    // Five values of 1 MiB each: one range read of them would be a 5 MiB reply, more than the client's
+    // 4 MiB message limit. Two per page stays under it.
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let big = "x".repeat(1024 * 1024);
+    for i in 0..5 {
+        client
+            .put(format!("/big/{i}"), big.as_str(), None)
+            .await
+            .unwrap();
+    }
+    let whole = client
+        .get("/big/", Some(etcd_client::GetOptions::new().with_prefix()))
+        .await;
+    assert!(
+        whole.is_err(),
+        "one reply of 5 MiB is refused by the client"
     );
+
+    let (_, kvs) = kv::get_prefix_in_pages(&mut client, "/big/", 2)
+        .await
+        .unwrap();
+    assert_eq!(kvs.len(), 5);
+    assert!(kvs.iter().all(|kv| kv.value().len() == big.len()));
 }

@@ -77,21 +77,16 @@ async fn no_wait_exits_at_once_and_etcd_still_deletes_the_key() {
 
     let mut client = etcd.client().await;
     assert_eq!(
-        lease_of(&mut client, "/name").await,
+        lease_of(&mut client, "name").await,
         Some(id),
         "still there on its lease"
     );
     eventually(
-        "/name to vanish within TTL + 1 s",
+        "name to vanish within TTL + 1 s",
         Duration::from_secs(ttl + 1),
         || {
             let mut client = client.clone();
-            async move {
-                get_value(&mut client, "/name")
-                    .await
-                    .is_none()
-                    .then_some(())
-            }
+            async move { get_value(&mut client, "name").await.is_none().then_some(()) }
         },
     )
     .await;
@@ -105,7 +100,7 @@ async fn ctrl_c_and_sigterm_revoke_the_lease_so_the_key_goes_at_once() {
         let mut bin = Bin::spawn(LEASE, &etcd.endpoint(), &["--ttl", "60"]);
         let (id, _) = granted(&bin.line_containing("1. granted lease", LIMIT).await);
         bin.line_containing("3. watching", LIMIT).await;
-        assert_eq!(lease_of(&mut client, "/name").await, Some(id));
+        assert_eq!(lease_of(&mut client, "name").await, Some(id));
 
         bin.signal(signal);
         let out = bin.finish(LIMIT).await;
@@ -117,7 +112,7 @@ async fn ctrl_c_and_sigterm_revoke_the_lease_so_the_key_goes_at_once() {
             out.stdout
         );
         // No `eventually`: a revoke deletes the keys before it answers.
-        assert_eq!(get_value(&mut client, "/name").await, None, "{name}");
+        assert_eq!(get_value(&mut client, "name").await, None, "{name}");
         assert!(!lease_exists(&mut client, id).await, "{name}");
     }
 }
@@ -130,7 +125,7 @@ async fn a_key_deleted_by_someone_else_is_not_reported_as_expired() {
     let (id, _) = granted(&bin.line_containing("1. granted lease", LIMIT).await);
     bin.line_containing("3. watching", LIMIT).await;
 
-    client.delete("/name", None).await.expect("delete works");
+    client.delete("name", None).await.expect("delete works");
     let out = bin.finish(LIMIT).await;
     assert_clean_failure(&out);
     assert!(
@@ -142,6 +137,127 @@ async fn a_key_deleted_by_someone_else_is_not_reported_as_expired() {
     assert!(
         !lease_exists(&mut client, id).await,
         "the useless lease is revoked"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_revoked_elsewhere_is_reported_as_revoked_not_expired() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut bin = Bin::spawn(LEASE, &etcd.endpoint(), &["--ttl", "60"]);
+    let (id, _) = granted(&bin.line_containing("1. granted lease", LIMIT).await);
+    bin.line_containing("3. watching", LIMIT).await;
+
+    // What `etcdctl lease revoke <id>` does.
+    client.lease_revoke(id).await.expect("revoke works");
+    let out = bin.finish(LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+    let step4 = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("4. "))
+        .unwrap_or_else(|| panic!("step 4 is printed: {}", out.stdout));
+    assert!(
+        step4.contains(&format!("lease {id:016x} was revoked after"))
+            && step4.contains("before its TTL of 60s ran out"),
+        "{step4}"
+    );
+    assert!(!out.stdout.contains("expired"), "{}", out.stdout);
+    assert_eq!(get_value(&mut client, "name").await, None);
+}
+
+#[tokio::test]
+async fn a_key_overwritten_off_the_lease_ends_the_program_and_revokes_the_lease() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut bin = Bin::spawn(LEASE, &etcd.endpoint(), &["--ttl", "60"]);
+    let (id, _) = granted(&bin.line_containing("1. granted lease", LIMIT).await);
+    bin.line_containing("3. watching", LIMIT).await;
+
+    client
+        .put("name", "mine now", None)
+        .await
+        .expect("put works");
+    let out = bin.finish(LIMIT).await;
+    assert_clean_failure(&out);
+    assert!(
+        out.stderr.contains(&format!(
+            "another client overwrote name without lease {id:016x}"
+        )) && out.stderr.contains("is now revoked"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !lease_exists(&mut client, id).await,
+        "the useless lease is revoked"
+    );
+    assert_eq!(
+        get_value(&mut client, "name").await.as_deref(),
+        Some("mine now"),
+        "the other client's key is not on the lease, so the revoke leaves it"
+    );
+}
+
+#[tokio::test]
+async fn after_sigkill_the_key_stays_until_the_ttl_runs_out_then_goes() {
+    use std::os::unix::process::ExitStatusExt;
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut bin = Bin::spawn(LEASE, &etcd.endpoint(), &["--ttl", "3"]);
+    let (id, ttl) = granted(&bin.line_containing("1. granted lease", LIMIT).await);
+    bin.line_containing("3. watching", LIMIT).await;
+
+    bin.signal(Signal::SIGKILL);
+    let killed = std::time::Instant::now();
+    let out = bin.finish(LIMIT).await;
+    assert_eq!(
+        out.status.signal(),
+        Some(Signal::SIGKILL as i32),
+        "{out:#?}"
+    );
+    assert_eq!(
+        lease_of(&mut client, "name").await,
+        Some(id),
+        "nobody revoked the lease, so the key is still there"
+    );
+    eventually(
+        "name to vanish within TTL + 1 s of the kill",
+        Duration::from_secs(ttl + 1).saturating_sub(killed.elapsed()),
+        || {
+            let mut client = client.clone();
+            async move { get_value(&mut client, "name").await.is_none().then_some(()) }
+        },
+    )
+    .await;
+    assert!(!lease_exists(&mut client, id).await, "the lease expired");
+}
+
+#[tokio::test]
+async fn a_tiny_ttl_is_raised_by_the_server_and_the_program_prints_the_granted_one() {
+    let etcd = TestEtcd::start().await;
+    let out = Bin::run(LEASE, &etcd.endpoint(), &["--ttl", "1", "--no-wait"], LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+    let (id, ttl) = granted(
+        out.stdout
+            .lines()
+            .find(|l| l.contains("1. granted lease"))
+            .expect("step 1 is printed"),
+    );
+    assert!(ttl > 1, "etcd granted {ttl}s for 1s: {}", out.stdout);
+    let mut client = etcd.client().await;
+    let status = client
+        .lease_time_to_live(id, None)
+        .await
+        .expect("asking works");
+    assert_eq!(
+        status.granted_ttl(),
+        ttl as i64,
+        "the printed TTL is etcd's"
+    );
+    assert!(
+        out.stdout.contains(&format!("disappears in about {ttl}s")),
+        "{}",
+        out.stdout
     );
 }
 
@@ -159,7 +275,7 @@ async fn bad_input_is_refused_without_granting_anything() {
     let mut client = etcd.client().await;
     let leases = client.leases().await.expect("listing leases works");
     assert!(leases.leases().is_empty(), "no lease was granted");
-    assert_eq!(get_value(&mut client, "/name").await, None);
+    assert_eq!(get_value(&mut client, "name").await, None);
 }
 
 #[tokio::test]

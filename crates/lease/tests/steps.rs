@@ -1,132 +1,116 @@
-//! The lease step functions, in-process, against a throwaway etcd.
+//! `lease::wait_for_delete`, in-process, against a throwaway etcd. The setup makes the same etcd-client
+//! calls as `src/main.rs`: grant, put with the lease, watch from the revision after the put.
 
 use std::time::Duration;
 
-use test_etcd::{lease_of, TestEtcd};
+use etcd_client::{Client, PutOptions, WatchOptions, WatchStream};
+use test_etcd::{lease_exists, lease_of, TestEtcd};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-#[tokio::test]
-async fn a_key_put_on_a_lease_is_listed_by_it_and_carries_its_id() {
-    let etcd = TestEtcd::start().await;
-    let mut client = etcd.client().await;
+/// Grants a lease of 60 s and puts `keys` on it; returns the lease ID and the revision of the last put.
+async fn leased(client: &mut Client, keys: &[&str]) -> (i64, i64) {
+    let lease_id = client.lease_grant(60, None).await.unwrap().id();
+    let mut revision = 0;
+    for key in keys {
+        let put = client
+            .put(*key, "1", Some(PutOptions::new().with_lease(lease_id)))
+            .await
+            .unwrap();
+        revision = put.header().unwrap().revision();
+    }
+    (lease_id, revision)
+}
 
-    let granted = lease::grant(&mut client, 60).await.unwrap();
-    assert_eq!(granted.ttl, 60, "a TTL above the minimum is kept as asked");
-    lease::put_with_lease(&mut client, "/t/a", "1", granted.id)
-        .await
-        .unwrap();
-    lease::put_with_lease(&mut client, "/t/b", "2", granted.id)
-        .await
-        .unwrap();
-
-    assert_eq!(lease_of(&mut client, "/t/a").await, Some(granted.id));
-    let status = lease::time_to_live(&mut client, granted.id)
+async fn watch_from(client: &mut Client, key: &str, revision: i64) -> WatchStream {
+    client
+        .watch(key, Some(WatchOptions::new().with_start_revision(revision)))
         .await
         .unwrap()
-        .expect("the lease exists");
-    assert_eq!(status.granted, granted.ttl);
-    assert!(
-        status.remaining > 0 && status.remaining <= granted.ttl,
-        "{status:?}"
-    );
-    let mut keys = status.keys;
-    keys.sort();
-    assert_eq!(keys, ["/t/a", "/t/b"], "one lease carries both keys");
 }
 
 #[tokio::test]
-async fn a_tiny_ttl_is_raised_by_the_server() {
+async fn a_revoke_ends_the_wait_at_the_delete_and_takes_every_key_of_the_lease() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let granted = lease::grant(&mut client, 1).await.unwrap();
-    assert!(granted.ttl > 1, "etcd granted {}s", granted.ttl);
-}
+    let (lease_id, put) = leased(&mut client, &["/t/a", "/t/b"]).await;
+    assert_eq!(lease_of(&mut client, "/t/a").await, Some(lease_id));
+    let mut watch = watch_from(&mut client, "/t/a", put + 1).await;
 
-#[tokio::test]
-async fn revoke_deletes_every_key_and_a_watch_from_the_put_sees_it() {
-    let etcd = TestEtcd::start().await;
-    let mut client = etcd.client().await;
-    let granted = lease::grant(&mut client, 60).await.unwrap();
-    let put = lease::put_with_lease(&mut client, "/t/a", "1", granted.id)
-        .await
-        .unwrap();
-    lease::put_with_lease(&mut client, "/t/b", "2", granted.id)
-        .await
-        .unwrap();
-    let mut watch = lease::watch_key_from(&mut client, "/t/a", put + 1)
-        .await
-        .unwrap();
-
-    lease::revoke(&mut client, granted.id, LIMIT).await.unwrap();
-    let deleted_at = tokio::time::timeout(LIMIT, lease::next_delete(&mut watch, granted.id))
+    client.lease_revoke(lease_id).await.unwrap();
+    let deleted_at = tokio::time::timeout(LIMIT, lease::wait_for_delete(&mut watch, lease_id))
         .await
         .expect("the delete event arrives")
         .unwrap();
 
-    assert!(deleted_at > put, "{deleted_at} after {put}");
+    assert_eq!(deleted_at, put + 1, "the revoke was the next write");
     assert_eq!(lease_of(&mut client, "/t/a").await, None);
-    assert_eq!(lease_of(&mut client, "/t/b").await, None);
     assert_eq!(
-        lease::time_to_live(&mut client, granted.id).await.unwrap(),
+        lease_of(&mut client, "/t/b").await,
         None,
-        "a revoked lease is gone"
+        "both keys go at once"
     );
+    assert!(!lease_exists(&mut client, lease_id).await);
 }
 
 #[tokio::test]
 async fn a_watch_started_after_the_put_revision_still_sees_a_delete_that_came_first() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let granted = lease::grant(&mut client, 60).await.unwrap();
-    let put = lease::put_with_lease(&mut client, "/t/a", "1", granted.id)
-        .await
-        .unwrap();
+    let (lease_id, put) = leased(&mut client, &["/t/a"]).await;
     // The key is already gone when the watch starts: starting at put + 1 replays the delete.
-    lease::revoke(&mut client, granted.id, LIMIT).await.unwrap();
+    client.lease_revoke(lease_id).await.unwrap();
 
-    let mut watch = lease::watch_key_from(&mut client, "/t/a", put + 1)
-        .await
-        .unwrap();
-    let deleted_at = tokio::time::timeout(LIMIT, lease::next_delete(&mut watch, granted.id))
+    let mut watch = watch_from(&mut client, "/t/a", put + 1).await;
+    let deleted_at = tokio::time::timeout(LIMIT, lease::wait_for_delete(&mut watch, lease_id))
         .await
         .expect("the past delete is replayed")
         .unwrap();
-    assert_eq!(deleted_at, put + 1, "the revoke was the next write");
+    assert_eq!(deleted_at, put + 1);
+}
+
+#[tokio::test]
+async fn a_rewrite_on_the_same_lease_does_not_end_the_wait() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let (lease_id, put) = leased(&mut client, &["/t/a"]).await;
+    let mut watch = watch_from(&mut client, "/t/a", put + 1).await;
+
+    client
+        .put("/t/a", "2", Some(PutOptions::new().with_lease(lease_id)))
+        .await
+        .unwrap();
+    let deleted = client.delete("/t/a", None).await.unwrap();
+    let deleted_at = tokio::time::timeout(LIMIT, lease::wait_for_delete(&mut watch, lease_id))
+        .await
+        .expect("the delete event arrives")
+        .unwrap();
+    assert_eq!(
+        deleted_at,
+        deleted.header().unwrap().revision(),
+        "the wait skipped the rewrite and ended at the delete"
+    );
+    assert!(
+        lease_exists(&mut client, lease_id).await,
+        "a delete by hand leaves the lease: main.rs asks about it to tell this case apart"
+    );
 }
 
 #[tokio::test]
 async fn overwriting_the_key_without_the_lease_ends_the_wait_with_an_error() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let granted = lease::grant(&mut client, 60).await.unwrap();
-    let put = lease::put_with_lease(&mut client, "/t/a", "1", granted.id)
-        .await
-        .unwrap();
-    let mut watch = lease::watch_key_from(&mut client, "/t/a", put + 1)
-        .await
-        .unwrap();
+    let (lease_id, put) = leased(&mut client, &["/t/a"]).await;
+    let mut watch = watch_from(&mut client, "/t/a", put + 1).await;
     client.put("/t/a", "mine now", None).await.unwrap();
 
-    let err = tokio::time::timeout(LIMIT, lease::next_delete(&mut watch, granted.id))
+    let err = tokio::time::timeout(LIMIT, lease::wait_for_delete(&mut watch, lease_id))
         .await
         .expect("the put event arrives")
         .unwrap_err();
-    assert!(err.to_string().contains("overwrote /t/a"), "{err}");
-}
-
-#[test]
-fn lease_ids_print_like_etcdctl() {
-    assert_eq!(
-        lease::lease_id_hex(0x694d_77aa_9e38_260f),
-        "694d77aa9e38260f"
+    assert!(
+        err.to_string()
+            .contains(&format!("overwrote /t/a without lease {lease_id:016x}")),
+        "{err}"
     );
-    assert_eq!(lease::lease_id_hex(0x1f), "000000000000001f");
-}
-
-#[test]
-fn the_countdown_is_printed_between_every_second_and_every_five() {
-    assert_eq!(lease::report_every(2), Duration::from_secs(1));
-    assert_eq!(lease::report_every(12), Duration::from_secs(3));
-    assert_eq!(lease::report_every(3600), Duration::from_secs(5));
 }

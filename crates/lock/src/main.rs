@@ -1,17 +1,19 @@
 //! # lock: a distributed lock
 //!
 //! The article's lock program: two sessions want the lock `/lock`. Session 1 gets it, session 2 waits,
-//! session 1 lets go, session 2 gets it. Then it goes further: why the lock's revision is a *fencing
-//! token*, and what goes wrong when a lock is taken without a lease of your own.
+//! session 1 lets go, session 2 gets it. Then it goes further: why the lock key's create revision is a
+//! *fencing token*, and what goes wrong when a lock is taken without a lease of your own.
 //!
 //! Run it (with an etcd from `scripts/etcd.sh up`):
 //!
 //! ```text
 //! cargo run -p lock                      # the demo: two sessions in one process
 //! cargo run -p lock -- --hold 5          # a contender: wait for /lock, hold it 5 s, release it
-//! cargo run -p lock -- --hold 5 --try    # give up at once (exit code 2) if /lock is taken
+//! cargo run -p lock -- --try             # take /lock only if it is free (else exit code 2), hold it 5 s
 //! RUST_LOG=debug cargo run -p lock -- --hold 5   # also shows every lease renewal
 //! ```
+//!
+//! Exit codes: 0 done, 1 error, 2 the lock was taken (with `--try`).
 //!
 //! A *session* is a lease kept alive in the background. The lock key is attached to it, so when the
 //! holder dies the lease expires (after `--ttl` seconds) and the lock comes free on its own. Ctrl-C or
@@ -21,45 +23,24 @@
 //! in a fourth shows the queue. `kill -9` the holder and time how long the next one waits. Then read
 //! `put_if_holder` in `src/lib.rs` to see how a write stays safe when a holder stalls.
 
+mod cli;
+
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use clap::builder::NonEmptyStringValueParser;
-use clap::Parser;
-use etcd_client::Client;
-use etcd_connect::{parse_seconds, ConnectArgs, Shutdown};
-use lock::{unix_millis, Session, TryOutcome};
+use etcd_client::{
+    Client, EventType, GetOptions, LockOptions, SortOrder, SortTarget, WatchOptions,
+};
+use etcd_connect::Shutdown;
+use lock::{LockKey, Session, TryOutcome};
 use log::debug;
 
 /// Where the demo's fenced write goes (deleted at the end).
 const PROTECTED_KEY: &str = "/demo/protected-config";
 
 /// How long the demo waits for something etcd should do at once (queue a key, hand over the lock).
-const DEMO_LIMIT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Parser)]
-#[command(about = "A distributed lock on etcd: the two-session demo, or a contender with --hold")]
-struct Args {
-    #[command(flatten)]
-    connect: ConnectArgs,
-
-    /// Name of the lock. Contenders' keys go under `<name>/`.
-    #[arg(long, default_value = "/lock", value_parser = NonEmptyStringValueParser::new())]
-    name: String,
-
-    /// TTL of each session's lease, in seconds: how long a crashed holder keeps the lock.
-    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=86_400))]
-    ttl: i64,
-
-    /// Contender mode: acquire the lock, hold it SECS (decimals allowed), release it.
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
-    hold: Option<Duration>,
-
-    /// With --hold: if the lock is taken, give up at once with exit code 2 instead of waiting.
-    #[arg(long = "try", requires = "hold")]
-    try_lock: bool,
-}
+const DEMO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a run ended, when it did not fail.
 enum Outcome {
@@ -68,80 +49,64 @@ enum Outcome {
     Taken,
 }
 
-/// Exit code of `--try` when the lock is taken, so scripts can tell "busy" from "broken".
-const EXIT_TAKEN: u8 = 2;
-
 // A few sequential calls plus two small background tasks (the lease renewals, session 2's lock call):
 // the single-threaded runtime runs them all while the main task awaits etcd.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     etcd_connect::init();
-    let args = match Args::try_parse() {
-        Ok(args) => args,
-        // clap's own exit code for bad flags is 2, which here means "lock taken"; use 1 instead.
-        Err(e) if e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::FAILURE;
-        }
-        // --help and --version.
-        Err(e) => e.exit(),
-    };
+    let args = cli::Args::parse_or_exit();
     match run(args).await {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
-        Ok(Outcome::Taken) => ExitCode::from(EXIT_TAKEN),
+        Ok(Outcome::Taken) => ExitCode::from(cli::EXIT_TAKEN),
         Err(e) => etcd_connect::report(Err(e)),
     }
 }
 
-async fn run(args: Args) -> Result<Outcome> {
+async fn run(args: cli::Args) -> Result<Outcome> {
     // Listen for Ctrl-C / SIGTERM before anything can block, so a signal always leads to a clean release.
     let mut shutdown = Shutdown::listen()?;
 
-    // 0. Connect. This fails within --dial-timeout, with a hint, when no etcd answers.
+    // 0. Connect. Underneath, `etcd_connect::connect` calls `Client::connect(endpoints, options)` and then
+    //    asks the server for its `status()` within --dial-timeout, because `Client::connect` is lazy: it
+    //    succeeds even when nothing listens. Read crates/etcd-connect/src/lib.rs for the details.
     let client = etcd_connect::connect(&args.connect).await?;
     println!("connected to etcd at {}", args.connect.endpoints_shown());
 
-    match args.hold {
-        None => demo(client, &args, &mut shutdown).await,
-        Some(hold) => contend(client, &args, hold, &mut shutdown).await,
+    match args.mode() {
+        cli::Mode::Demo => demo(client, &args, &mut shutdown).await,
+        cli::Mode::Contend { hold, try_once } => {
+            contend(client, &args, hold, try_once, &mut shutdown).await
+        }
     }
 }
 
 /// The article's program: two sessions, one lock.
-async fn demo(mut client: Client, args: &Args, shutdown: &mut Shutdown) -> Result<Outcome> {
-    // Two sessions = two leases, each renewed in the background: two processes would have one each.
-    let session1 = Session::start(&client, args.ttl).await?;
-    let session2 = match Session::start(&client, args.ttl).await {
-        Ok(session) => session,
-        Err(e) => {
-            let _ = session1.close().await;
-            return Err(e);
-        }
-    };
-    println!(
-        "session 1 has lease {:x}, session 2 has lease {:x} (ttl {}s, renewed every {:.1}s)",
-        session1.lease_id(),
-        session2.lease_id(),
-        session1.ttl(),
-        session1.ttl() as f64 / 3.0
-    );
-
+async fn demo(mut client: Client, args: &cli::Args, shutdown: &mut Shutdown) -> Result<Outcome> {
+    // Every lease the demo grants, so that each is revoked below whatever happens.
+    let mut leases = Vec::new();
     let steps = tokio::select! {
-        result = demo_steps(&mut client, &args.name, &session1, &session2) => result,
+        result = demo_steps(&mut client, &args.name, args.ttl, &mut leases) => result,
         signal = shutdown.recv() => {
             println!("{signal}: stopping the demo early");
             Ok(())
         }
     };
-    // Whatever happened, end both sessions: revoking a lease deletes its lock key, so nothing stays locked.
-    let leases = (session1.lease_id(), session2.lease_id());
-    let closed = (session1.close().await, session2.close().await);
+    // End the sessions as Go's `session.Close()` does: revoke their leases. (Their renewals stopped when
+    // the steps above dropped them.) Revoking deletes every key attached to a lease, so nothing stays
+    // locked or queued, even when a step failed halfway.
+    let mut revoked = Ok(());
+    for &lease in &leases {
+        if let Err(e) = client.lease_revoke(lease).await {
+            revoked = Err(e).with_context(|| format!("revoke lease {lease:016x}"));
+        }
+    }
     steps?;
-    closed.0?;
-    closed.1?;
+    revoked?;
+    let shown: Vec<String> = leases.iter().map(|id| format!("{id:016x}")).collect();
     println!(
-        "done: leases {:x} and {:x} revoked, nothing is left under {}/",
-        leases.0, leases.1, args.name
+        "done: leases {} revoked, nothing is left under {}/",
+        shown.join(" and "),
+        args.name
     );
     Ok(Outcome::Done)
 }
@@ -149,86 +114,229 @@ async fn demo(mut client: Client, args: &Args, shutdown: &mut Shutdown) -> Resul
 async fn demo_steps(
     client: &mut Client,
     name: &str,
-    session1: &Session,
-    session2: &Session,
+    ttl: i64,
+    leases: &mut Vec<i64>,
 ) -> Result<()> {
-    // 1. Session 1 asks for the lock. Nobody holds it, so etcd grants it at once.
-    let held1 = lock::acquire(client, name, session1.lease_id()).await?;
+    // Sessions. Go's `concurrency.NewSession(client)` grants a lease and renews it in a goroutine for as
+    // long as the program runs. etcd-client has no sessions, so we do the same two things ourselves: grant
+    // a lease here, then `Session::start` opens its keep-alive stream (`client.lease_keep_alive(id)`) and
+    // renews it every TTL/3 in a background task (src/lib.rs). Each lock key a session takes is attached to
+    // its lease: if the process dies, the renewals stop and etcd deletes the key one TTL later.
+    // Two sessions, two leases: two processes would have one each.
+    let grant1 = client
+        .lease_grant(ttl, None)
+        .await
+        .context("grant session 1's lease")?;
+    leases.push(grant1.id());
+    let session1 = Session::start(client, grant1.id(), grant1.ttl()).await?;
+    let grant2 = client
+        .lease_grant(ttl, None)
+        .await
+        .context("grant session 2's lease")?;
+    leases.push(grant2.id());
+    let session2 = Session::start(client, grant2.id(), grant2.ttl()).await?;
+    println!(
+        "session 1 has lease {:016x}, session 2 has lease {:016x} (ttl {}s, renewed every {:.1}s)",
+        session1.lease_id(),
+        session2.lease_id(),
+        session1.ttl(),
+        session1.ttl() as f64 / 3.0
+    );
+
+    // 1. Session 1 asks for the lock, on its lease (Go: `concurrency.NewMutex(session1, "/lock").Lock`).
+    //    etcd's lock service writes the key `<name>/<lease ID in hex>` attached to that lease, and answers
+    //    once that key is the oldest under `<name>/`. Nobody else is queued, so that is at once.
+    let locked1 = client
+        .lock(
+            name,
+            Some(LockOptions::new().with_lease(session1.lease_id())),
+        )
+        .await
+        .with_context(|| format!("session 1: lock {name}"))?;
+    let key1 = String::from_utf8_lossy(locked1.key()).into_owned();
+    //    The reply names the key but not its create revision, the holder's fencing token (step 5). Its
+    //    header revision is when the lock was granted, which can be later. So read the key back.
+    let got = client
+        .get(key1.as_str(), None)
+        .await
+        .with_context(|| format!("get {key1}"))?;
+    let Some(kv) = got.kvs().first() else {
+        bail!("{key1} vanished right after it was granted: did its lease expire?");
+    };
+    let held1 = LockKey {
+        create_revision: kv.create_revision(),
+        key: key1,
+    };
     println!(
         "1. session 1 acquired {name}: its key {} was created at revision {}",
-        held1.key, held1.revision
+        held1.key, held1.create_revision
+    );
+    println!(
+        "   (a lock key is {name}/ and the lease ID in hex, which etcd writes without the leading zeros etcdctl shows)"
     );
 
     // 2. Session 2 asks too. Its lock call blocks until session 1 lets go, so it runs in a task of its
     //    own, like the article's goroutine; awaiting the task's handle plays the part of its channel.
+    let lease2 = session2.lease_id();
     let mut client2 = client.clone();
-    let (name2, lease2) = (name.to_string(), session2.lease_id());
-    let waiting = tokio::spawn(async move { lock::acquire(&mut client2, &name2, lease2).await });
-    //    Say "waiting" only once etcd has really queued session 2: its key exists under the prefix.
-    let key2 = lock::lock_key(name, session2.lease_id());
-    let queue = lock::wait_until_queued(client, name, &key2, DEMO_LIMIT).await?;
-    let (holder, queued) = match queue.as_slice() {
-        [holder, queued, ..] => (holder, queued),
-        _ => bail!("expected session 1 and session 2 in the queue, found {queue:?}"),
+    let name2 = name.to_string();
+    let waiting = tokio::spawn(async move {
+        client2
+            .lock(name2, Some(LockOptions::new().with_lease(lease2)))
+            .await
+    });
+    //    A blocked lock call gives no sign that it reached etcd; its key appearing under `<name>/` does.
+    //    So read the queue (sorted by create revision: that order *is* the queue, holder first), and if
+    //    session 2's key is not there yet, watch the prefix from the revision right after that read until
+    //    its PUT arrives. Starting at the read's revision + 1 means no write can slip in between.
+    let key2 = format!("{name}/{lease2:x}");
+    let prefix = format!("{name}/");
+    let queue = client
+        .get(
+            prefix.as_str(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Create, SortOrder::Ascend),
+            ),
+        )
+        .await
+        .with_context(|| format!("list the queue under {prefix}"))?;
+    let Some(holder) = queue.kvs().first() else {
+        bail!("the queue under {prefix} is empty although session 1 holds {name}");
+    };
+    let queued2 = match queue.kvs().iter().find(|kv| kv.key() == key2.as_bytes()) {
+        Some(kv) => kv.create_revision(),
+        None => {
+            let from = queue.header().map_or(0, |h| h.revision()) + 1;
+            debug!("{key2} is not queued yet: watching {prefix} from revision {from}");
+            let mut watch = client
+                .watch(
+                    prefix.as_str(),
+                    Some(WatchOptions::new().with_prefix().with_start_revision(from)),
+                )
+                .await
+                .with_context(|| format!("watch {prefix}"))?;
+            let put_of_key2 = async {
+                loop {
+                    let Some(resp) = watch.message().await? else {
+                        bail!("etcd closed the watch on {prefix}");
+                    };
+                    if resp.canceled() {
+                        bail!(
+                            "etcd cancelled the watch on {prefix}: {}",
+                            resp.cancel_reason()
+                        );
+                    }
+                    let put = resp
+                        .events()
+                        .iter()
+                        .filter(|event| event.event_type() == EventType::Put)
+                        .filter_map(|event| event.kv())
+                        .find(|kv| kv.key() == key2.as_bytes());
+                    if let Some(kv) = put {
+                        return Ok(kv.create_revision());
+                    }
+                }
+            };
+            // Dropping `watch` at the end of this block closes the watch.
+            tokio::time::timeout(DEMO_TIMEOUT, put_of_key2)
+                .await
+                .with_context(|| {
+                    format!("{key2} did not appear under {prefix} within {DEMO_TIMEOUT:?}")
+                })??
+        }
     };
     println!(
-        "2. session 2 is waiting for {name}: its key {} (revision {}) is queued behind {} (revision {})",
-        queued.key, queued.revision, holder.key, holder.revision
+        "2. session 2 is waiting for {name}: its key {key2} (revision {queued2}) is queued behind {} (revision {})",
+        String::from_utf8_lossy(holder.key()),
+        holder.create_revision()
     );
 
-    // 3. Session 1 unlocks: its key is deleted, and etcd wakes the next key in line.
-    lock::release(client, &held1).await?;
+    // 3. Session 1 unlocks (Go: `myMu1.Unlock`): etcd deletes its key, so session 2's key is now the
+    //    oldest, and its lock call returns.
+    client
+        .unlock(held1.key.as_str())
+        .await
+        .with_context(|| format!("unlock {}", held1.key))?;
     println!("3. session 1 released {name}: {} is deleted", held1.key);
 
-    // 4. Session 2's lock call now returns.
-    let held2 = tokio::time::timeout(DEMO_LIMIT, waiting)
+    // 4. Session 2's lock call returns. Its fencing token is the create revision its key got when it
+    //    queued in step 2: waiting does not change it.
+    let locked2 = tokio::time::timeout(DEMO_TIMEOUT, waiting)
         .await
-        .with_context(|| format!("session 2 did not get {name} within {DEMO_LIMIT:?}"))?
-        .context("session 2's lock task failed")??;
+        .with_context(|| format!("session 2 did not get {name} within {DEMO_TIMEOUT:?}"))?
+        .context("session 2's lock task failed")?
+        .with_context(|| format!("session 2: lock {name}"))?;
+    let held2 = LockKey {
+        key: String::from_utf8_lossy(locked2.key()).into_owned(),
+        create_revision: queued2,
+    };
+    if held2.key != key2 {
+        bail!("session 2 was granted {} instead of {key2}", held2.key);
+    }
     println!(
-        "4. session 2 acquired {name}: its key {} has revision {}",
-        held2.key, held2.revision
+        "4. session 2 acquired {name}: its key {} keeps revision {} from when it queued",
+        held2.key, held2.create_revision
     );
 
     println!("-- beyond the article --");
 
-    // 5. Fencing: a holder's revision is its token. A late write from session 1 (think: it was frozen by
-    //    a GC pause while its lock expired) carries an old token and etcd refuses it in the same
-    //    transaction as the write.
+    // 5. Fencing: a holder's create revision is its token. A late write from session 1 (think: it was
+    //    frozen by a GC pause while its lock expired) carries an old token, and etcd refuses it in the
+    //    same transaction as the write. `put_if_holder` (src/lib.rs) is that transaction.
     let current = lock::put_if_holder(client, &held2, PROTECTED_KEY, "from session 2").await?;
     let stale = lock::put_if_holder(client, &held1, PROTECTED_KEY, "from session 1").await?;
     println!(
         "5. fenced writes to {PROTECTED_KEY}: session 2 (token {}) was {}, session 1's late one (token {}) was {}",
-        held2.revision,
+        held2.create_revision,
         accepted(current),
-        held1.revision,
+        held1.create_revision,
         accepted(stale)
     );
     client
         .delete(PROTECTED_KEY, None)
         .await
         .with_context(|| format!("delete {PROTECTED_KEY}"))?;
-    lock::release(client, &held2).await?;
+    client
+        .unlock(held2.key.as_str())
+        .await
+        .with_context(|| format!("unlock {}", held2.key))?;
     println!("   session 2 released {name}");
 
-    // 6. The pitfall: lock without a lease. etcd then makes a lease itself and nobody renews it, so the
-    //    lock silently disappears while its holder may still be working.
-    let orphan = lock::lock_without_lease(client, name).await?;
-    let lease = lock::lease_behind(client, &orphan.key).await?;
-    println!(
-        "6. pitfall: locked {name} without a lease: etcd attached its own lease {:x} (ttl {}s) that nobody \
-renews, so this lock vanishes in {}s even if its holder is still busy; always lock with a kept-alive session",
-        lease.id, lease.granted_ttl, lease.remaining_ttl
-    );
-    // Revoke that lease rather than only unlocking: otherwise it would linger for a minute.
-    client
-        .lease_revoke(lease.id)
+    // 6. The pitfall: lock without a lease. It works, which is the trap: etcd's lock service then grants a
+    //    lease of its own (60 s, the default of Go's `concurrency.NewSession`) that nobody renews, so the
+    //    lock silently disappears a minute later, whether or not its holder has finished.
+    let orphan = client
+        .lock(name, None)
         .await
-        .with_context(|| format!("revoke lease {:x}", lease.id))?;
+        .with_context(|| format!("lock {name} without a lease"))?;
+    let orphan_key = String::from_utf8_lossy(orphan.key()).into_owned();
+    //    Which lease keeps the key alive? The key says, and `lease_time_to_live` says for how long.
+    let got = client
+        .get(orphan_key.as_str(), None)
+        .await
+        .with_context(|| format!("get {orphan_key}"))?;
+    let Some(lease) = got.kvs().first().map(|kv| kv.lease()).filter(|&id| id != 0) else {
+        bail!("{orphan_key} is gone or has no lease right after it was granted");
+    };
+    let left = client
+        .lease_time_to_live(lease, None)
+        .await
+        .with_context(|| format!("ask etcd about lease {lease:016x}"))?;
     println!(
-        "   revoked lease {:x}, which also deleted {}",
-        lease.id, orphan.key
+        "6. pitfall: locked {name} without a lease: etcd attached its own lease {lease:016x} (ttl {}s) that nobody \
+renews, so this lock vanishes in {}s even if its holder is still busy; always lock with a kept-alive session",
+        left.granted_ttl(),
+        left.ttl()
     );
+    //    Revoke that lease rather than only unlocking: unlocking deletes the key, but the lease would linger
+    //    for a minute.
+    client
+        .lease_revoke(lease)
+        .await
+        .with_context(|| format!("revoke lease {lease:016x}"))?;
+    println!("   revoked lease {lease:016x}, which also deleted {orphan_key}");
     Ok(())
 }
 
@@ -240,69 +348,108 @@ fn accepted(written: bool) -> &'static str {
     }
 }
 
-/// Contender mode: one session, acquire, hold, release. Run it in several terminals.
+/// Contender mode: one session; acquire, hold, release. Run it in several terminals.
 async fn contend(
     mut client: Client,
-    args: &Args,
+    args: &cli::Args,
     hold: Duration,
+    try_once: bool,
     shutdown: &mut Shutdown,
 ) -> Result<Outcome> {
-    let mut session = Session::start(&client, args.ttl).await?;
-    let outcome = hold_the_lock(&mut client, args, hold, &mut session, shutdown).await;
+    // A session, as in the demo: a lease, renewed in the background while we wait and while we hold.
+    let grant = client
+        .lease_grant(args.ttl, None)
+        .await
+        .context("grant the session's lease")?;
+    let lease = grant.id();
+    let outcome = match Session::start(&client, lease, grant.ttl()).await {
+        Ok(mut session) => {
+            let outcome =
+                hold_the_lock(&mut client, args, hold, try_once, &mut session, shutdown).await;
+            // Stop renewing before revoking, or the renewer would see the lease vanish and report it.
+            drop(session);
+            outcome
+        }
+        Err(e) => Err(e),
+    };
 
-    // Always end the session: this also removes our key if we are still queued or holding.
-    let lease = session.lease_id();
-    match session.close().await {
-        Ok(()) => println!("session ended: revoked lease {lease:x}"),
+    // Always end the session by revoking its lease: this also removes our key if we are still queued or
+    // holding (Go: `session.Close()`).
+    match client.lease_revoke(lease).await {
+        Ok(_) => println!("session ended: revoked lease {lease:016x}"),
         // After a failure (say, the lease already expired) the first error is the one to report.
-        Err(e) if outcome.is_err() => debug!("could not revoke lease {lease:x}: {e:#}"),
-        Err(e) => return Err(e),
+        Err(e) if outcome.is_err() => debug!("could not revoke lease {lease:016x}: {e}"),
+        Err(e) => return Err(e).with_context(|| format!("revoke lease {lease:016x}")),
     }
     outcome
 }
 
 async fn hold_the_lock(
     client: &mut Client,
-    args: &Args,
+    args: &cli::Args,
     hold: Duration,
+    try_once: bool,
     session: &mut Session,
     shutdown: &mut Shutdown,
 ) -> Result<Outcome> {
     let name = &args.name;
     let lease = session.lease_id();
 
-    // 1. Get the lock: either once (--try) or by queueing for it.
-    let held = if args.try_lock {
-        println!("trying {name} once (lease {lease:x}) ...");
+    // 1. Get the lock: either only if it is free (--try), or by queueing for it.
+    let held = if try_once {
+        println!(
+            "trying {name} once (lease {lease:016x}, ttl {}s, hold {hold:?}) ...",
+            session.ttl()
+        );
+        // The lock RPC always waits, so --try joins the queue and reads who is first in one transaction,
+        // and leaves again at once if that is not us.
         match lock::try_acquire(client, name, lease).await? {
             TryOutcome::Acquired(held) => held,
             TryOutcome::Taken { holder } => {
                 eprintln!(
                     "{name} is taken: held by {} (rev={}); --try gives up instead of waiting",
-                    holder.key, holder.revision
+                    holder.key, holder.create_revision
                 );
                 return Ok(Outcome::Taken);
             }
         }
     } else {
         println!(
-            "waiting for {name} ... (lease {lease:x}, ttl {}s)",
+            "waiting for {name} ... (lease {lease:016x}, ttl {}s, hold {hold:?})",
             session.ttl()
         );
-        tokio::select! {
-            held = lock::acquire(client, name, lease) => held?,
+        // The lock call waits on the server until every key queued before ours is deleted. Dropping it
+        // (as `select!` does on Ctrl-C) cancels the call, and etcd removes our queued key.
+        let locked = tokio::select! {
+            locked = client.lock(name.as_str(), Some(LockOptions::new().with_lease(lease))) => {
+                locked.with_context(|| format!("lock {name}"))?
+            }
             signal = shutdown.recv() => {
                 println!("{signal}: stopped waiting for {name}");
                 return Ok(Outcome::Done);
             }
             why = session.lost() => bail!("lost the session while waiting for {name}: {why}"),
+        };
+        let key = String::from_utf8_lossy(locked.key()).into_owned();
+        // The fencing token is the key's create revision, which the reply does not carry: read it back.
+        let got = client
+            .get(key.as_str(), None)
+            .await
+            .with_context(|| format!("get {key}"))?;
+        let Some(kv) = got.kvs().first() else {
+            bail!("{key} vanished right after it was granted: did lease {lease:016x} expire?");
+        };
+        LockKey {
+            create_revision: kv.create_revision(),
+            key,
         }
     };
-    // rev= is this holder's fencing token: pass it along with every write the lock protects.
+    // rev= is this holder's fencing token (see `put_if_holder` in src/lib.rs): pass it along with every
+    // write the lock protects. at= lets you compare holders' times across terminals.
     println!(
         "acquired {} rev={} at={}",
         held.key,
-        held.revision,
+        held.create_revision,
         unix_millis()
     );
 
@@ -313,13 +460,25 @@ async fn hold_the_lock(
         signal = shutdown.recv() => println!("{signal}: releasing {name} early"),
         why = session.lost() => bail!(
             "lost {name} while holding it ({why}); another process may hold it now, so token {} is stale",
-            held.revision
+            held.create_revision
         ),
     }
 
-    // 3. Release. The time is taken before unlocking: the work is over before the next holder can start.
+    // 3. Release: `unlock` deletes our key, which wakes the next contender. The time is taken before
+    //    unlocking: the work is over before the next holder can start.
     let released_at = unix_millis();
-    lock::release(client, &held).await?;
+    client
+        .unlock(held.key.as_str())
+        .await
+        .with_context(|| format!("unlock {}", held.key))?;
     println!("released {} at={released_at}", held.key);
     Ok(Outcome::Done)
+}
+
+/// Milliseconds since the Unix epoch, to compare the printed times of processes on one machine.
+fn unix_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the system clock is after 1970")
+        .as_millis()
 }

@@ -28,7 +28,7 @@ async fn queued(client: &Client, count: usize) -> Vec<String> {
 #[derive(Debug)]
 struct Turn {
     key: String,
-    revision: i64,
+    create_revision: i64,
     acquired_at: u128,
     released_at: u128,
 }
@@ -58,7 +58,7 @@ fn turn_of(out: &Output) -> Turn {
     );
     Turn {
         key,
-        revision: field(acquired, "rev=").parse().unwrap(),
+        create_revision: field(acquired, "rev=").parse().unwrap(),
         acquired_at: field(acquired, "at=").parse().unwrap(),
         released_at: field(released, "at=").parse().unwrap(),
     }
@@ -120,7 +120,7 @@ async fn four_contenders_take_turns_without_overlap() {
             "overlap: {before:?} then {after:?}"
         );
         assert!(
-            before.revision < after.revision,
+            before.create_revision < after.create_revision,
             "fencing tokens must grow: {turns:#?}"
         );
     }
@@ -288,7 +288,8 @@ async fn bad_input_is_refused_without_touching_etcd() {
         (vec!["--ttl", "0"], "--ttl"),
         (vec!["--hold", "0"], "more than 0"),
         (vec!["--hold", "soon"], "not a number"),
-        (vec!["--try"], "--hold"),
+        (vec!["--try", "--hold", "0"], "more than 0"),
+        (vec!["--bogus"], "unexpected argument"),
     ] {
         let out = assert_refused(LOCK, &etcd.endpoint(), &args, why).await;
         assert_eq!(
@@ -296,6 +297,8 @@ async fn bad_input_is_refused_without_touching_etcd() {
             Some(1),
             "{args:?} exits 1, not 2 (2 means taken): {out:#?}"
         );
+        // ETCD_ENDPOINTS is set, as in a user's shell: the usage line must not show it as required.
+        assert!(!out.stderr.contains("--endpoints <"), "{out:#?}");
     }
     let mut client = etcd.client().await;
     assert_eq!(lease_ids(&mut client).await.len(), 0, "nothing was granted");
@@ -305,4 +308,90 @@ async fn bad_input_is_refused_without_touching_etcd() {
 async fn dead_endpoint_fails_fast_with_one_clear_line() {
     let out = assert_fails_fast_on_dead_endpoint(LOCK, &["--hold", "1"]).await;
     assert_eq!(out.status.code(), Some(1), "{out:#?}");
+}
+
+#[tokio::test]
+async fn try_alone_takes_a_free_lock_holds_it_5s_and_exits_0() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut bin = Bin::spawn(LOCK, &etcd.endpoint(), &["--try"]);
+    let trying = bin.line_containing("trying /lock once", SHORT).await;
+    assert!(trying.contains("hold 5s"), "{trying}");
+    let acquired = bin.line_containing("acquired /lock/", SHORT).await;
+    let key = acquired.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(keys_under(&mut client, "/lock/").await, [key.as_str()]);
+
+    let out = bin.finish(LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+    let turn = turn_of(&out);
+    let held = turn.released_at - turn.acquired_at;
+    assert!(
+        (5_000..LIMIT.as_millis()).contains(&held),
+        "--try alone holds the lock 5 s, held {held} ms: {out:#?}"
+    );
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
+}
+
+#[tokio::test]
+async fn try_alone_on_a_taken_lock_exits_2_and_leaves_nothing_behind() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--hold", "60"]);
+    let acquired = holder.line_containing("acquired ", SHORT).await;
+    let holder_key = acquired.split_whitespace().nth(1).unwrap().to_string();
+    let holder_lease = lease_ids(&mut client).await;
+
+    let started = Instant::now();
+    let out = Bin::run(LOCK, &etcd.endpoint(), &["--try"], LIMIT).await;
+    assert_eq!(out.status.code(), Some(2), "{out:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "--try must not wait"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("/lock is taken: held by {holder_key}")),
+        "{out:#?}"
+    );
+    assert!(!out.stdout.contains("acquired"), "{out:#?}");
+    assert_eq!(keys_under(&mut client, "/lock/").await, [holder_key]);
+    assert_eq!(
+        lease_ids(&mut client).await,
+        holder_lease,
+        "only the holder's lease is left"
+    );
+
+    holder.signal(Signal::SIGINT);
+    assert!(holder.finish(SHORT).await.status.success());
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
+}
+
+#[tokio::test]
+async fn help_names_the_exit_codes_and_the_default_hold_of_try() {
+    let etcd = TestEtcd::start().await;
+    let out = Bin::run(LOCK, &etcd.endpoint(), &["--help"], SHORT).await;
+    assert!(out.status.success(), "{out:#?}");
+    let help = &out.stdout;
+    assert!(help.contains("Usage: lock [OPTIONS]\n"), "{help}");
+    let codes = help
+        .split_once("Exit codes:")
+        .unwrap_or_else(|| panic!("no exit codes in:\n{help}"))
+        .1;
+    for (code, meaning) in [("0", "done"), ("1", "error"), ("2", "taken")] {
+        assert!(
+            codes
+                .lines()
+                .any(|l| l.trim_start().starts_with(code) && l.contains(meaning)),
+            "exit code {code} ({meaning}) is not explained:\n{help}"
+        );
+    }
+    assert!(help.contains("5 if --hold is not given"), "{help}");
+    let mut client = etcd.client().await;
+    assert_eq!(
+        lease_ids(&mut client).await.len(),
+        0,
+        "--help touches nothing"
+    );
 }

@@ -1,93 +1,42 @@
-//! The lock step functions, in-process, against a throwaway etcd.
+//! The items of src/lib.rs (`Session`, `try_acquire`, `put_if_holder`), in-process, against a throwaway
+//! etcd, together with the etcd-client calls main.rs makes around them.
 
 use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{Client, LockOptions};
 use lock::{LockKey, Session, TryOutcome};
-use test_etcd::{eventually, get_value, keys_under, lease_ids, TestEtcd};
+use test_etcd::{eventually, get_value, keys_under, lease_ids, lease_of, TestEtcd};
 
-const LIMIT: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn create_revision_of(client: &mut Client, key: &str) -> Option<i64> {
-    let resp = client.get(key, None).await.unwrap();
-    resp.kvs().first().map(|kv| kv.create_revision())
+/// A lease of `ttl` seconds and a session renewing it, as main.rs starts one.
+async fn start_session(client: &mut Client, ttl: i64) -> Session {
+    let grant = client.lease_grant(ttl, None).await.unwrap();
+    Session::start(client, grant.id(), grant.ttl())
+        .await
+        .unwrap()
+}
+
+/// What main.rs does to take a lock and learn its fencing token: the lock call, then a GET of the key.
+async fn lock_on(client: &mut Client, name: &str, lease: i64) -> LockKey {
+    let locked = client
+        .lock(name, Some(LockOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    let key = String::from_utf8_lossy(locked.key()).into_owned();
+    let got = client.get(key.as_str(), None).await.unwrap();
+    LockKey {
+        create_revision: got.kvs()[0].create_revision(),
+        key,
+    }
 }
 
 #[tokio::test]
-async fn lock_key_is_name_slash_lease_hex_and_its_revision_is_the_fencing_token() {
+async fn try_acquire_writes_the_same_key_as_the_lock_rpc_and_withdraws_from_a_taken_lock() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let session = Session::start(&client, 10).await.unwrap();
-
-    let held = lock::acquire(&mut client, "/l", session.lease_id())
-        .await
-        .unwrap();
-    assert_eq!(held.key, format!("/l/{:x}", session.lease_id()));
-    assert_eq!(held.key, lock::lock_key("/l", session.lease_id()));
-    assert_eq!(
-        create_revision_of(&mut client, &held.key).await,
-        Some(held.revision)
-    );
-    let resp = client.get(held.key.as_str(), None).await.unwrap();
-    assert_eq!(
-        resp.kvs()[0].lease(),
-        session.lease_id(),
-        "the key lives on the session's lease"
-    );
-
-    lock::release(&mut client, &held).await.unwrap();
-    assert!(keys_under(&mut client, "/l/").await.is_empty());
-
-    let id = session.lease_id();
-    session.close().await.unwrap();
-    assert!(!lease_ids(&mut client).await.contains(&id));
-}
-
-#[tokio::test]
-async fn second_session_waits_in_the_queue_until_the_first_releases() {
-    let etcd = TestEtcd::start().await;
-    let mut client = etcd.client().await;
-    let one = Session::start(&client, 10).await.unwrap();
-    let two = Session::start(&client, 10).await.unwrap();
-
-    let held1 = lock::acquire(&mut client, "/l", one.lease_id())
-        .await
-        .unwrap();
-    let mut client2 = client.clone();
-    let lease2 = two.lease_id();
-    let waiting =
-        tokio::spawn(async move { lock::acquire(&mut client2, "/l", lease2).await.unwrap() });
-
-    let key2 = lock::lock_key("/l", lease2);
-    let queue = lock::wait_until_queued(&mut client, "/l", &key2, LIMIT)
-        .await
-        .unwrap();
-    let keys: Vec<&str> = queue.iter().map(|k| k.key.as_str()).collect();
-    assert_eq!(keys, [held1.key.as_str(), key2.as_str()], "holder first");
-    assert!(!waiting.is_finished(), "session 2 must wait while 1 holds");
-
-    lock::release(&mut client, &held1).await.unwrap();
-    let held2 = tokio::time::timeout(LIMIT, waiting)
-        .await
-        .expect("session 2 gets the lock once session 1 released it")
-        .unwrap();
-    assert_eq!(held2.key, key2);
-    assert!(
-        held2.revision > held1.revision,
-        "the next holder's token is higher"
-    );
-
-    one.close().await.unwrap();
-    two.close().await.unwrap();
-    assert!(keys_under(&mut client, "/l/").await.is_empty());
-}
-
-#[tokio::test]
-async fn try_acquire_takes_a_free_lock_and_withdraws_from_a_taken_one() {
-    let etcd = TestEtcd::start().await;
-    let mut client = etcd.client().await;
-    let one = Session::start(&client, 10).await.unwrap();
-    let two = Session::start(&client, 10).await.unwrap();
+    let one = start_session(&mut client, 10).await;
+    let two = start_session(&mut client, 10).await;
 
     let TryOutcome::Acquired(held1) = lock::try_acquire(&mut client, "/l", one.lease_id())
         .await
@@ -95,11 +44,14 @@ async fn try_acquire_takes_a_free_lock_and_withdraws_from_a_taken_one() {
     else {
         panic!("a free lock is acquired");
     };
-    assert_eq!(held1.key, lock::lock_key("/l", one.lease_id()));
+    // The lock service's key scheme: `<name>/<lease ID in hex without leading zeros>`, on that lease.
+    assert_eq!(held1.key, format!("/l/{:x}", one.lease_id()));
     assert_eq!(
-        create_revision_of(&mut client, &held1.key).await,
-        Some(held1.revision)
+        lease_of(&mut client, &held1.key).await,
+        Some(one.lease_id())
     );
+    let got = client.get(held1.key.as_str(), None).await.unwrap();
+    assert_eq!(got.kvs()[0].create_revision(), held1.create_revision);
 
     let outcome = lock::try_acquire(&mut client, "/l", two.lease_id())
         .await
@@ -116,23 +68,88 @@ async fn try_acquire_takes_a_free_lock_and_withdraws_from_a_taken_one() {
         "the loser left no key in the queue"
     );
 
-    // Same key scheme as the lock RPC: a blocking acquire from session 1 sees it already holds the lock.
-    let again = lock::acquire(&mut client, "/l", one.lease_id())
-        .await
-        .unwrap();
+    // Same key as the lock RPC: a blocking lock from session 1 sees that it already holds the lock.
+    let again = lock_on(&mut client, "/l", one.lease_id()).await;
     assert_eq!(again, held1);
 
-    lock::release(&mut client, &held1).await.unwrap();
+    client.unlock(held1.key.as_str()).await.unwrap();
     let outcome = lock::try_acquire(&mut client, "/l", two.lease_id())
         .await
         .unwrap();
     assert!(
-        matches!(&outcome, TryOutcome::Acquired(k) if k.key == lock::lock_key("/l", two.lease_id())),
+        matches!(&outcome, TryOutcome::Acquired(k) if k.key == format!("/l/{:x}", two.lease_id())),
         "{outcome:?}"
     );
 
-    one.close().await.unwrap();
-    two.close().await.unwrap();
+    let leases = [one.lease_id(), two.lease_id()];
+    drop((one, two));
+    for id in leases {
+        client.lease_revoke(id).await.unwrap();
+    }
+    assert!(keys_under(&mut client, "/l/").await.is_empty());
+}
+
+#[tokio::test]
+async fn try_acquire_sees_the_queue_of_blocking_lock_calls() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let (one, two, three) = (
+        start_session(&mut client, 10).await,
+        start_session(&mut client, 10).await,
+        start_session(&mut client, 10).await,
+    );
+
+    let held1 = lock_on(&mut client, "/l", one.lease_id()).await;
+    let mut client2 = client.clone();
+    let lease2 = two.lease_id();
+    let waiting = tokio::spawn(async move { lock_on(&mut client2, "/l", lease2).await });
+    let key2 = format!("/l/{lease2:x}");
+    eventually("session 2 queued", TIMEOUT, || {
+        let mut client = client.clone();
+        let key2 = key2.clone();
+        async move {
+            keys_under(&mut client, "/l/")
+                .await
+                .contains(&key2)
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(!waiting.is_finished(), "session 2 must wait while 1 holds");
+
+    // A third contender trying while 1 holds and 2 waits: taken by 1, and it does not join the queue.
+    let outcome = lock::try_acquire(&mut client, "/l", three.lease_id())
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        TryOutcome::Taken {
+            holder: held1.clone()
+        }
+    );
+    assert_eq!(keys_under(&mut client, "/l/").await.len(), 2);
+
+    client.unlock(held1.key.as_str()).await.unwrap();
+    let held2 = tokio::time::timeout(TIMEOUT, waiting)
+        .await
+        .expect("session 2 gets the lock once session 1 released it")
+        .unwrap();
+    assert_eq!(held2.key, key2);
+    assert!(
+        held2.create_revision > held1.create_revision,
+        "the next holder's token is higher"
+    );
+    let outcome = lock::try_acquire(&mut client, "/l", three.lease_id())
+        .await
+        .unwrap();
+    assert_eq!(outcome, TryOutcome::Taken { holder: held2 });
+
+    let leases = [one.lease_id(), two.lease_id(), three.lease_id()];
+    drop((one, two, three));
+    for id in leases {
+        client.lease_revoke(id).await.unwrap();
+    }
+    assert!(keys_under(&mut client, "/l/").await.is_empty());
 }
 
 #[tokio::test]
@@ -142,9 +159,7 @@ async fn fenced_write_rejects_a_holder_whose_lease_expired() {
 
     // A holder that stalls: its lease is never renewed, as if the process were frozen.
     let stalled_lease = client.lease_grant(2, None).await.unwrap().id();
-    let stalled = lock::acquire(&mut client, "/l", stalled_lease)
-        .await
-        .unwrap();
+    let stalled = lock_on(&mut client, "/l", stalled_lease).await;
     assert!(
         lock::put_if_holder(&mut client, &stalled, "/res", "one")
             .await
@@ -159,15 +174,16 @@ async fn fenced_write_rejects_a_holder_whose_lease_expired() {
     );
 
     // The lease runs out; a healthy session takes over.
-    let fresh = Session::start(&client, 10).await.unwrap();
+    let fresh = start_session(&mut client, 10).await;
     let mut client2 = client.clone();
     let lease = fresh.lease_id();
-    let next = tokio::time::timeout(LIMIT, async move {
-        lock::acquire(&mut client2, "/l", lease).await.unwrap()
-    })
+    let next = tokio::time::timeout(
+        TIMEOUT,
+        async move { lock_on(&mut client2, "/l", lease).await },
+    )
     .await
     .expect("the lock is free once the stalled lease expired");
-    assert!(next.revision > stalled.revision);
+    assert!(next.create_revision > stalled.create_revision);
     assert!(
         lock::put_if_holder(&mut client, &next, "/res", "new holder")
             .await
@@ -186,50 +202,53 @@ async fn fenced_write_rejects_a_holder_whose_lease_expired() {
         Some("new holder")
     );
 
-    fresh.close().await.unwrap();
+    drop(fresh);
+    client.lease_revoke(lease).await.unwrap();
     // Even after the new holder is gone, the old token stays refused: its key never comes back.
     assert!(!lock::put_if_holder(&mut client, &stalled, "/res", "stale")
         .await
         .unwrap());
 }
 
+/// What step 6 of the demo relies on: a lock taken without a lease gets a server lease that nobody renews.
 #[tokio::test]
-async fn a_lock_without_a_lease_gets_an_unrenewed_server_lease() {
+async fn a_lock_without_a_lease_gets_an_unrenewed_60s_server_lease() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
     let before = lease_ids(&mut client).await;
 
-    let orphan = lock::lock_without_lease(&mut client, "/l").await.unwrap();
-    let lease = lock::lease_behind(&mut client, &orphan.key).await.unwrap();
-    assert!(!before.contains(&lease.id), "etcd made a new lease");
-    assert_eq!(lease.granted_ttl, lock::SERVER_SESSION_TTL);
-    assert!(lease.remaining_ttl <= lease.granted_ttl);
-    assert_eq!(orphan.key, lock::lock_key("/l", lease.id));
+    let orphan = client.lock("/l", None).await.unwrap();
+    let key = String::from_utf8_lossy(orphan.key()).into_owned();
+    let lease = lease_of(&mut client, &key).await.expect("the key exists");
+    assert!(
+        lease != 0 && !before.contains(&lease),
+        "etcd made a new lease"
+    );
+    assert_eq!(key, format!("/l/{lease:x}"));
+    let first = client.lease_time_to_live(lease, None).await.unwrap();
+    assert_eq!(first.granted_ttl(), 60);
+    let first_ttl = first.ttl();
 
     // Nobody renews it: the remaining TTL only goes down.
-    let dropped = eventually("the server lease's TTL to go down", LIMIT, || {
+    eventually("the server lease's TTL to go down", TIMEOUT, || {
         let mut client = client.clone();
-        let key = orphan.key.clone();
         async move {
-            let now = lock::lease_behind(&mut client, &key).await.unwrap();
-            (now.remaining_ttl < lease.remaining_ttl).then_some(now.remaining_ttl)
+            let now = client.lease_time_to_live(lease, None).await.unwrap();
+            (now.ttl() < first_ttl).then_some(())
         }
     })
     .await;
-    assert!(dropped < lease.granted_ttl);
 
-    client.lease_revoke(lease.id).await.unwrap();
+    client.lease_revoke(lease).await.unwrap();
     assert!(keys_under(&mut client, "/l/").await.is_empty());
 }
 
 #[tokio::test]
-async fn a_session_outlives_its_ttl_and_closing_it_frees_the_lock() {
+async fn a_session_outlives_its_ttl_and_revoking_its_lease_frees_the_lock() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let mut session = Session::start(&client, 2).await.unwrap();
-    let held = lock::acquire(&mut client, "/l", session.lease_id())
-        .await
-        .unwrap();
+    let mut session = start_session(&mut client, 2).await;
+    let held = lock_on(&mut client, "/l", session.lease_id()).await;
 
     // Watch the lease for twice its TTL: without renewals it would expire half-way through.
     let until = tokio::time::Instant::now() + Duration::from_secs(2 * session.ttl() as u64);
@@ -254,18 +273,38 @@ async fn a_session_outlives_its_ttl_and_closing_it_frees_the_lock() {
         "still holding"
     );
 
-    let other = Session::start(&client, 10).await.unwrap();
+    let other = start_session(&mut client, 10).await;
     assert!(matches!(
         lock::try_acquire(&mut client, "/l", other.lease_id()).await.unwrap(),
         TryOutcome::Taken { holder: LockKey { ref key, .. } } if *key == held.key
     ));
-    session.close().await.unwrap();
+    let lease = session.lease_id();
+    drop(session);
+    client.lease_revoke(lease).await.unwrap();
     assert!(matches!(
         lock::try_acquire(&mut client, "/l", other.lease_id())
             .await
             .unwrap(),
         TryOutcome::Acquired(_)
     ));
-    other.close().await.unwrap();
+    let other_lease = other.lease_id();
+    drop(other);
+    client.lease_revoke(other_lease).await.unwrap();
     assert!(lease_ids(&mut client).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_session_reports_lost_when_its_lease_is_revoked_under_it() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut session = start_session(&mut client, 3).await;
+
+    // Someone else (an operator with etcdctl) revokes the lease while the session still renews it.
+    client.lease_revoke(session.lease_id()).await.unwrap();
+    let why = tokio::time::timeout(TIMEOUT, session.lost())
+        .await
+        .expect("the next renewal (within TTL/3) finds the lease gone");
+    assert!(why.contains("no longer exists"), "{why}");
+    // Asking again gives the same answer instead of polling a finished task.
+    assert_eq!(session.lost().await, why);
 }

@@ -7,7 +7,7 @@
 //! ```text
 //! $ cargo run -p lease -- --ttl 3
 //! 1. granted lease <lease-id> with a TTL of 3s
-//!    lease <lease-id>: <n>s left of 3s, keys: /name <repeats>
+//!    lease <lease-id>: <n>s left of 3s, keys: name <repeats>
 //! ```
 //! ````
 //!

@@ -4,10 +4,10 @@
 //! comes. Then it does what a watcher in a real service must do and the article leaves out:
 //!
 //! - watch every key under a prefix (`--prefix`), or replay history from a past revision (`--rev`);
-//! - survive a lost connection or an etcd restart: reconnect with growing pauses, and resume from the
-//!   revision after the last change printed, so no change is lost or printed twice;
 //! - cope with a compacted history: when the revision to resume from is gone, read the current state and
 //!   continue from there;
+//! - survive a lost connection or an etcd restart: open the watch again with growing pauses, from the
+//!   revision after the last change printed, so no change is lost or printed twice;
 //! - stop cleanly on Ctrl-C or SIGTERM, canceling the watch on the server.
 //!
 //! Run it (with an etcd from `scripts/etcd.sh up`), and write from another terminal:
@@ -15,236 +15,278 @@
 //! ```text
 //! cargo run -p watch                          # then: etcdctl put name hello ; etcdctl del name
 //! cargo run -p watch -- --key /app/ --prefix  # then: etcdctl put /app/color red
-//! cargo run -p watch -- --rev 1 --count 5     # the first 5 changes to `name` since etcd started
+//! cargo run -p watch -- --rev 1 --count 5     # the first 5 changes to `name` still in etcd's history
 //! RUST_LOG=debug cargo run -p watch
 //! ```
 //!
-//! Try next: while it runs, restart etcd (`scripts/etcd.sh down`, then `up`) and see it reconnect and resume;
-//! `etcdctl compact <rev>` then `--rev 1` to see the compaction path. In your own code,
-//! `WatchOptions::with_prev_key` also hands each event the value it replaced.
+//! Try next: `cargo run -p kv` in another terminal (it writes `name`); while this runs, restart etcd
+//! (`scripts/etcd.sh down`, then `up`) and see it resume; `etcdctl compact <rev>` then `--rev 1` to see the
+//! compaction path. In your own code, `WatchOptions::with_prev_key` also hands each event the value it
+//! replaced, and `ResumableWatch` in `src/lib.rs` is steps 3 and 4 packed for a service.
+
+mod cli;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use clap::builder::NonEmptyStringValueParser;
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use etcd_client::Client;
-use etcd_connect::{ConnectArgs, Shutdown};
-use watch::{Next, Target, Watch};
-
-#[derive(Debug, Parser)]
-#[command(about = "Print every change to a key (or prefix) as it happens, surviving etcd restarts")]
-struct Args {
-    #[command(flatten)]
-    connect: ConnectArgs,
-
-    /// Key to watch.
-    #[arg(long, default_value = "name", value_parser = NonEmptyStringValueParser::new())]
-    key: String,
-
-    /// Watch every key that starts with --key.
-    #[arg(long)]
-    prefix: bool,
-
-    /// Start from this past store revision (1 or more) and replay the history since then.
-    #[arg(long, value_name = "R", allow_negative_numbers = true, value_parser = watch::parse_revision)]
-    rev: Option<i64>,
-
-    /// Exit after printing this many changes (1 or more).
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = watch::parse_count)]
-    count: Option<u64>,
-}
-
-/// How long etcd gets to confirm that it canceled the watch when we stop.
-const CANCEL_LIMIT: Duration = Duration::from_secs(2);
+use etcd_client::{EventType, GetOptions, WatchOptions, WatchResponse, WatchStream};
+use etcd_connect::{short_error, Shutdown};
+use watch::ResumableWatch;
 
 // One watch, read in one loop: the single-threaded runtime is enough, and `select!` between the watch and
 // the shutdown signal needs no extra task.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     etcd_connect::init();
-    etcd_connect::report(run(Args::parse()).await)
+    etcd_connect::report(run(cli::Args::parse()).await)
 }
 
-async fn run(args: Args) -> Result<()> {
+async fn run(args: cli::Args) -> Result<()> {
     // Listen for Ctrl-C / SIGTERM before anything else, so a signal during setup is not lost.
     let mut shutdown = Shutdown::listen()?;
-    let target = Target {
-        key: args.key.clone(),
-        prefix: args.prefix,
+    let key = args.key.as_str();
+    let what = if args.prefix {
+        format!("every key under {key}")
+    } else {
+        key.to_string()
     };
-    // Every network step below is bounded by this, so a dead or stuck etcd cannot hang the watcher.
-    let limit = args.connect.dial_timeout;
+    // Every call to etcd below is bounded by this, so a dead or stuck etcd cannot hang the watcher.
+    let timeout = args.connect.dial_timeout;
 
-    // 0. Connect. This fails within --dial-timeout, with a hint, when no etcd answers.
+    // 0. Connect. Underneath, `etcd_connect::connect` calls `Client::connect` and then `status()` within
+    //    --dial-timeout, because `Client::connect` is lazy and would succeed with nothing listening (see
+    //    crates/etcd-connect/src/lib.rs).
     let mut client = etcd_connect::connect(&args.connect).await?;
     println!("connected to etcd at {}", args.connect.endpoints_shown());
 
-    // 1. Open the watch, as in the article, and wait for etcd to confirm it. Only then is it safe to say
-    //    "watching": a write made after this line is guaranteed to be reported.
-    let mut watch = tokio::time::timeout(limit, watch::open(&mut client, &target, args.rev))
+    // 1. Open the watch, as the article does with `client.Watch(ctx, "name")`. The default key is `name`,
+    //    as there, and the lease and keepalive topics write that same key, so this watcher sees them.
+    //    Beyond the article, the options: a prefix watch covers every key that starts with the key (a
+    //    "directory"), and a start revision asks etcd to replay its history from there before going live.
+    let mut options = WatchOptions::new();
+    if args.prefix {
+        options = options.with_prefix();
+    }
+    if let Some(rev) = args.rev {
+        options = options.with_start_revision(rev);
+    }
+    let mut stream = tokio::time::timeout(timeout, client.watch(key, Some(options)))
         .await
-        .with_context(|| format!("etcd did not confirm the watch within {limit:?}"))??;
-    let replay = if args.rev.is_some() {
-        " (replaying history first)"
-    } else {
-        ""
+        .with_context(|| format!("etcd did not answer within {timeout:?}"))?
+        .map_err(|e| anyhow!(short_error(&e)))
+        .with_context(|| format!("cannot open a watch on {what}"))?;
+    //    `client.watch` returns as soon as the stream is open, but the watch only exists once etcd answers
+    //    on it with `created`. Only then is a write guaranteed to be reported, so only then do we say
+    //    "watching". The answer's header holds the store revision at that moment.
+    let created = tokio::time::timeout(timeout, stream.message())
+        .await
+        .with_context(|| format!("etcd did not confirm the watch within {timeout:?}"))?
+        .map_err(|e| anyhow!(short_error(&e)))
+        .and_then(confirmation)
+        .with_context(|| format!("cannot open a watch on {what}"))?;
+    let mut watch_id = created.watch_id();
+    let store_revision = created.header().map_or(0, |h| h.revision());
+    // The one number that makes resuming exact: the first revision not printed yet. A watch "from now"
+    // reports what comes after the store revision of its confirmation; we keep that as a number, so that
+    // a reconnect asks for it instead of a later "now" that would skip what happened in between.
+    let mut next_revision = args.rev.unwrap_or(store_revision + 1);
+    let replay = match args.rev {
+        Some(rev) if rev <= store_revision => " (replaying history first)",
+        _ => "",
     };
     let until = match args.count {
         Some(n) => format!("stopping after {n} change(s) or Ctrl-C"),
         None => "Ctrl-C to stop".into(),
     };
-    println!(
-        "watching {target} from revision {}{replay}; {until}",
-        watch.start_revision
-    );
+    println!("watching {what} from revision {next_revision}{replay}; {until}");
+    if next_revision > store_revision + 1 {
+        // etcd accepts a start revision it has not reached yet: the watch stays quiet until then.
+        println!(
+            "   revision {next_revision} is in the future: the store is at revision {store_revision}, and \
+             changes from revision {next_revision} on will show as they happen"
+        );
+    }
 
-    // The one number that makes resuming exact: the first revision we have not printed yet.
-    let mut next_revision = watch.start_revision;
     let mut printed: u64 = 0;
-
     loop {
-        // 2. Wait for the next change, or for Ctrl-C / SIGTERM (step 5), whichever comes first.
-        let next = tokio::select! {
-            signal = shutdown.recv() => return stop(watch, signal).await,
-            next = watch.next() => next,
+        // 2. Wait for etcd's next message on the stream, or for Ctrl-C / SIGTERM (step 5), whichever
+        //    comes first. One message can carry several events: all the changes of one transaction, or a
+        //    batch of history being replayed.
+        let message = tokio::select! {
+            signal = shutdown.recv() => return stop(stream, watch_id, signal, timeout).await,
+            message = stream.message() => message,
         };
-        let lost = match next {
-            Next::Changes(changes) => {
-                for change in changes {
-                    println!("{change}");
-                    next_revision = change.revision() + 1;
+        let lost = match message {
+            Ok(Some(response)) if !response.canceled() => {
+                for event in response.events() {
+                    // etcd always sends the key-value; a DELETE carries only the key, as its value is
+                    // gone (`WatchOptions::with_prev_key` would bring the old one along).
+                    let Some(kv) = event.kv() else { continue };
+                    let changed = String::from_utf8_lossy(kv.key());
+                    // `mod_revision` is the store revision of this change (for a delete, of the delete).
+                    match event.event_type() {
+                        EventType::Put => println!(
+                            "PUT {changed} = {} (revision {})",
+                            String::from_utf8_lossy(kv.value()),
+                            kv.mod_revision()
+                        ),
+                        EventType::Delete => {
+                            println!("DELETE {changed} (revision {})", kv.mod_revision())
+                        }
+                    }
+                    next_revision = kv.mod_revision() + 1;
                     printed += 1;
                     if Some(printed) == args.count {
                         println!("saw {printed} change(s), as asked by --count");
-                        return stop(watch, "--count").await;
+                        return stop(stream, watch_id, "--count", timeout).await;
                     }
                 }
-                None
+                // Anything without events (a progress notification, for instance) changes nothing.
+                continue;
             }
 
-            // 3. The revision we need is compacted away: the changes in between cannot be replayed. Say
-            //    so, read the state they led to, and continue right after that read.
-            Next::Compacted { compact_revision } => {
+            // -- beyond the article --
+
+            // 3. etcd canceled the watch because the revision we asked for was compacted away: the
+            //    changes in between cannot be replayed, and asking again from there would fail again.
+            //    The state they led to can be read, though. A GET is a snapshot at one store revision, so
+            //    a new watch from that revision + 1 continues exactly after it. (`ResumableWatch::catch_up`
+            //    in src/lib.rs packs the same for a service.)
+            Ok(Some(response)) if response.compact_revision() > 0 => {
+                let compact_revision = response.compact_revision();
                 println!(
                     "revision {next_revision} was compacted away (etcd keeps history from revision \
                      {compact_revision} on): the changes from {next_revision} to {} cannot be replayed",
                     compact_revision - 1
                 );
-                match catch_up(&mut client, &target, limit).await {
-                    Ok((revision, fresh)) => {
-                        next_revision = revision + 1;
-                        watch = fresh;
-                        println!("continuing from revision {next_revision}");
-                        None
+                let caught_up = async {
+                    let get_options = args.prefix.then(|| GetOptions::new().with_prefix());
+                    let state = tokio::time::timeout(timeout, client.get(key, get_options))
+                        .await
+                        .context("no answer to the GET")?
+                        .map_err(|e| anyhow!(short_error(&e)))?;
+                    let read_at = state.header().map_or(0, |h| h.revision());
+                    println!("current state of {what} at revision {read_at} (read with GET):");
+                    if state.kvs().is_empty() {
+                        let nothing = if args.prefix {
+                            "no keys under it"
+                        } else {
+                            "the key does not exist"
+                        };
+                        println!("   ({nothing})");
                     }
-                    // etcd went away in the middle: handled like any lost connection.
-                    Err(e) => Some(format!("{e:#}")),
+                    for kv in state.kvs() {
+                        println!(
+                            "   {} = {} (last written at revision {})",
+                            String::from_utf8_lossy(kv.key()),
+                            String::from_utf8_lossy(kv.value()),
+                            kv.mod_revision()
+                        );
+                    }
+                    next_revision = read_at + 1;
+                    let mut options = WatchOptions::new().with_start_revision(next_revision);
+                    if args.prefix {
+                        options = options.with_prefix();
+                    }
+                    let mut fresh = tokio::time::timeout(timeout, client.watch(key, Some(options)))
+                        .await
+                        .context("no answer to the new watch")?
+                        .map_err(|e| anyhow!(short_error(&e)))?;
+                    let created = tokio::time::timeout(timeout, fresh.message())
+                        .await
+                        .context("etcd did not confirm the new watch")?
+                        .map_err(|e| anyhow!(short_error(&e)))
+                        .and_then(confirmation)?;
+                    anyhow::Ok((fresh, created.watch_id()))
+                };
+                match caught_up.await {
+                    Ok(fresh) => {
+                        (stream, watch_id) = fresh;
+                        println!("continuing from revision {next_revision}");
+                        continue;
+                    }
+                    // etcd went away in the middle: handled like any lost connection, from
+                    // `next_revision`, which already points after the state printed if the GET worked.
+                    Err(e) => format!("{e:#}"),
                 }
             }
-
-            Next::Lost(why) => Some(why),
-            Next::Refused(reason) => bail!("etcd canceled the watch on {target}: {reason}"),
-        };
-
-        // 4. The connection broke (etcd restarted, network dropped). etcd-client does not reconnect a watch
-        //    by itself, so we do: a new connection, a new watch from `next_revision`. Changes made meanwhile
-        //    are still in etcd's history and arrive first; none is repeated.
-        if let Some(why) = lost {
-            println!("lost the connection to etcd ({why}); reconnecting");
-            let Some(back) = reconnect(&args.connect, &target, next_revision, &mut shutdown).await
-            else {
-                return Ok(());
-            };
-            (client, watch) = back;
-            println!("reconnected: resumed from revision {next_revision}");
-        }
-    }
-}
-
-/// Step 3 in full: GET the current state (printed), then a new watch from just after that GET.
-async fn catch_up(client: &mut Client, target: &Target, limit: Duration) -> Result<(i64, Watch)> {
-    let (revision, entries) = tokio::time::timeout(limit, watch::current_state(client, target))
-        .await
-        .context("no answer to the GET")??;
-    println!("current state of {target} at revision {revision} (read with GET):");
-    if entries.is_empty() {
-        let nothing = if target.prefix {
-            "no keys under it"
-        } else {
-            "the key does not exist"
-        };
-        println!("   ({nothing})");
-    }
-    for entry in &entries {
-        println!(
-            "   {} = {} (last written at revision {})",
-            entry.key, entry.value, entry.mod_revision
-        );
-    }
-    let fresh = tokio::time::timeout(limit, watch::open(client, target, Some(revision + 1)))
-        .await
-        .context("etcd did not confirm the new watch")??;
-    Ok((revision, fresh))
-}
-
-/// Step 4 in full: retry until a new connection and a watch from `from` are up. `None` when Ctrl-C or
-/// SIGTERM arrives first (there is no watch to cancel then; the stop is reported here).
-async fn reconnect(
-    connect_args: &ConnectArgs,
-    target: &Target,
-    from: i64,
-    shutdown: &mut Shutdown,
-) -> Option<(Client, Watch)> {
-    let limit = connect_args.dial_timeout;
-    let mut attempt: u32 = 0;
-    loop {
-        // Pause before each try, longer each time (0.2 s doubling up to 5 s): an etcd that is restarting
-        // needs a moment, and a crowd of watchers retrying in a tight loop would slow it down.
-        let pause = watch::backoff(attempt);
-        tokio::select! {
-            signal = shutdown.recv() => return stopped_while_disconnected(signal),
-            _ = tokio::time::sleep(pause) => {}
-        }
-        // A fresh client each time: it proves etcd answers before we rely on it. The whole attempt is
-        // bounded, because a request on a connection to a vanished server can wait forever.
-        let try_once = async {
-            let mut client = etcd_connect::connect(connect_args).await?;
-            let watch = watch::open(&mut client, target, Some(from)).await?;
-            anyhow::Ok((client, watch))
-        };
-        let outcome = tokio::select! {
-            signal = shutdown.recv() => return stopped_while_disconnected(signal),
-            outcome = tokio::time::timeout(limit, try_once) => outcome,
-        };
-        match outcome {
-            Ok(Ok(pair)) => return Some(pair),
-            Ok(Err(e)) => log::debug!("reconnect attempt {} failed: {e:#}", attempt + 1),
-            Err(_) => log::debug!(
-                "reconnect attempt {} got no answer within {limit:?}",
-                attempt + 1
+            Ok(Some(response)) => bail!(
+                "etcd canceled the watch on {what}: {}",
+                response.cancel_reason()
             ),
-        }
-        println!(
-            "   etcd is not back yet (attempt {}); trying again in {:.1}s",
-            attempt + 1,
-            watch::backoff(attempt + 1).as_secs_f64()
-        );
-        attempt = attempt.saturating_add(1);
+            Ok(None) => "etcd closed the stream".into(),
+            Err(e) => short_error(&e),
+        };
+
+        // 4. The stream broke: etcd restarted, the network dropped. etcd-client's channel connects again
+        //    by itself once etcd is back, but a watch stream is not re-opened for us: we open a new watch
+        //    from `next_revision`. Changes made meanwhile are still in etcd's history and arrive first;
+        //    none is repeated. `ResumableWatch::reopen` (src/lib.rs) retries with growing pauses, each try
+        //    bounded by --dial-timeout, until etcd confirms the watch. Ctrl-C stops the wait.
+        println!("lost the connection to etcd ({lost}); reconnecting");
+        let mut resume = ResumableWatch::new(key, args.prefix, Some(next_revision));
+        let reopened = tokio::select! {
+            signal = shutdown.recv() => {
+                println!("stopped ({signal}) while reconnecting; no watch was open to cancel");
+                return Ok(());
+            }
+            reopened = resume.reopen(&mut client, timeout, |attempt, _, pause| {
+                println!(
+                    "   etcd is not back yet (attempt {attempt}); trying again in {:.1}s",
+                    pause.as_secs_f64()
+                );
+            }) => reopened?,
+        };
+        (stream, watch_id) = (reopened.stream, reopened.watch_id);
+        println!("reconnected: resumed from revision {next_revision}");
     }
 }
 
-fn stopped_while_disconnected(signal: &str) -> Option<(Client, Watch)> {
-    println!("stopped ({signal}) while reconnecting; no watch was open to cancel");
-    None
+/// Steps 1 and 3: checks etcd's first answer on a new watch stream, which must be the `created`
+/// confirmation. A watch etcd refuses (no permission on the key, for example) is confirmed and canceled
+/// in the same answer.
+fn confirmation(first: Option<WatchResponse>) -> Result<WatchResponse> {
+    let Some(created) = first else {
+        bail!("etcd closed the stream before confirming the watch");
+    };
+    if created.canceled() {
+        bail!("etcd refused the watch: {}", created.cancel_reason());
+    }
+    if !created.created() {
+        bail!("etcd answered the watch with something other than a confirmation");
+    }
+    Ok(created)
 }
 
-/// Step 5: cancel the watch on the server, so etcd stops tracking it, then exit 0.
-async fn stop(watch: Watch, why: &str) -> Result<()> {
-    let id = watch.id;
-    if watch.cancel(CANCEL_LIMIT).await {
-        println!("stopped ({why}): watch {id} canceled on the server");
+/// 5. Cancel the watch on the server, so etcd stops tracking it, then exit 0.
+///
+/// `cancel` only queues the request on the stream; exiting right after it could close the connection
+/// before the request leaves. Waiting for etcd's `canceled` answer proves it dropped the watch. The wait is
+/// bounded: an unconfirmed cancel is harmless, as etcd drops a watch when its stream closes.
+async fn stop(mut stream: WatchStream, watch_id: i64, why: &str, timeout: Duration) -> Result<()> {
+    let confirmed = match stream.cancel(watch_id).await {
+        Ok(()) => tokio::time::timeout(timeout, async {
+            loop {
+                match stream.message().await {
+                    Ok(Some(r)) if r.canceled() && r.watch_id() == watch_id => return true,
+                    // Changes that were already on their way; we have stopped, so they are dropped.
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => return false,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false),
+        // The stream is already closed, so the server has dropped the watch anyway.
+        Err(e) => {
+            log::debug!("cannot send the cancel for watch {watch_id}: {e}");
+            false
+        }
+    };
+    if confirmed {
+        println!("stopped ({why}): watch {watch_id} canceled on the server");
     } else {
         println!("stopped ({why}): etcd did not confirm the cancel; it drops the watch when we disconnect");
     }

@@ -126,6 +126,43 @@ async fn rev_replays_history_written_before_it_started() {
 }
 
 #[tokio::test]
+async fn rev_beyond_the_current_revision_says_it_waits_for_it() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let now = put(&mut client, "name", "v0").await;
+    let future = now + 3;
+
+    let rev = future.to_string();
+    let mut bin = Bin::spawn(WATCH, &etcd.endpoint(), &["--rev", &rev, "--count", "1"]);
+    let watching = bin.line_containing("watching", LIMIT).await;
+    assert_eq!(
+        watching,
+        format!("watching name from revision {future}; stopping after 1 change(s) or Ctrl-C"),
+        "nothing to replay yet"
+    );
+    let waiting = bin.line_containing("in the future", LIMIT).await;
+    assert_eq!(
+        waiting.trim(),
+        format!(
+            "revision {future} is in the future: the store is at revision {now}, and changes from \
+             revision {future} on will show as they happen"
+        )
+    );
+
+    put(&mut client, "name", "v1").await;
+    put(&mut client, "name", "v2").await;
+    let third = put(&mut client, "name", "v3").await;
+    assert_eq!(third, future);
+    let out = bin.finish(LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+    assert_eq!(
+        change_lines(&out),
+        [format!("PUT name = v3 (revision {future})")],
+        "changes before the start revision are not reported"
+    );
+}
+
+#[tokio::test]
 async fn resumes_after_an_etcd_restart_without_losing_or_repeating_changes() {
     let mut etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
