@@ -38,7 +38,8 @@ pub struct ConnectArgs {
     pub endpoints: Vec<String>,
 
     /// How long to wait for etcd to answer before giving up, in seconds.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    // Negative numbers are read as values, so `--dial-timeout -1` gets the range error, not "unexpected argument".
+    #[arg(long, value_name = "SECS", default_value = "5", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub dial_timeout: Duration,
 }
 
@@ -92,74 +93,241 @@ pub fn parse_seconds(raw: &str) -> Result<Duration> {
 /// `Client::connect` in etcd-client is lazy: it returns `Ok` even when nothing listens at the endpoint,
 /// and the first real request then fails (or waits) far from the cause. So we ask the server for its
 /// status right away, bounded by the dial timeout, and turn any failure into one clear sentence.
+///
+/// With several endpoints (a cluster), each is probed on its own, at the same time, and the client is
+/// built from those that answer: etcd-client spreads requests over all the endpoints it was given and does
+/// not skip a dead one (its issue #39), so one stopped member would make random requests fail. A member
+/// that does not answer is named on stderr, and a background task keeps checking every endpoint: a member
+/// that stops answering later is taken out of the client (`Client::remove_endpoint`), and put back
+/// (`Client::add_endpoint`) when it answers again. See [`watch_members`].
 pub async fn connect(args: &ConnectArgs) -> Result<Client> {
     let endpoints = &args.endpoints;
     if endpoints.is_empty() {
         bail!("no etcd endpoint given; {HOW_TO_START_ETCD}");
     }
-    let options = ConnectOptions::new()
-        .with_connect_timeout(args.dial_timeout)
-        // HTTP/2 pings let long-lived streams (watch, keep-alive) notice a server that vanished silently.
-        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
-    let mut client = Client::connect(endpoints, Some(options))
+    // All at once, so a list with dead members still answers within one dial timeout.
+    let probes: Vec<_> = endpoints
+        .iter()
+        .map(|e| tokio::spawn(probe(e.clone(), args.dial_timeout)))
+        .collect();
+    let mut results = Vec::with_capacity(probes.len());
+    for probe in probes {
+        results.push(probe.await.context("an endpoint probe stopped")?);
+    }
+    let (live, dead): (Vec<_>, Vec<_>) = endpoints
+        .iter()
+        .zip(results)
+        .partition(|(_, result)| result.is_ok());
+    if live.is_empty() {
+        let why: Vec<String> = dead
+            .into_iter()
+            .map(|(endpoint, result)| match result {
+                Err(why) if endpoints.len() > 1 => format!("{}: {why}", shown_one(endpoint)),
+                Err(why) => why,
+                Ok(()) => unreachable!("partitioned on is_err"),
+            })
+            .collect();
+        bail!(
+            "cannot reach etcd at {}: {}; {HOW_TO_START_ETCD}",
+            shown(endpoints),
+            why.join("; ")
+        );
+    }
+    let live: Vec<String> = live.into_iter().map(|(e, _)| e.clone()).collect();
+    for (endpoint, result) in &dead {
+        if let Err(why) = result {
+            eprintln!(
+                "note: etcd member {} does not answer ({why}); using {}",
+                shown_one(endpoint),
+                shown(&live)
+            );
+        }
+    }
+    let client = Client::connect(&live, Some(options(args.dial_timeout)))
         .await
-        .with_context(|| format!("cannot set up a client for {}", endpoints.join(",")))?;
+        .with_context(|| format!("cannot set up a client for {}", shown(&live)))?;
+    if endpoints.len() > 1 {
+        let dead: Vec<String> = dead.into_iter().map(|(e, _)| e.clone()).collect();
+        tokio::spawn(watch_members(client.clone(), live, dead, args.dial_timeout));
+    }
+    Ok(client)
+}
 
-    let probe = tokio::time::timeout(args.dial_timeout, client.status()).await;
-    let why = match probe {
+/// The client settings every topic uses.
+fn options(dial_timeout: Duration) -> ConnectOptions {
+    ConnectOptions::new()
+        .with_connect_timeout(dial_timeout)
+        // HTTP/2 pings let long-lived streams (watch, keep-alive) notice a server that vanished silently
+        // or froze: no answer to a ping within 3 s closes the connection, and the stream fails.
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+        .with_keep_alive_while_idle(true)
+}
+
+/// Asks one endpoint for its status with a client of its own, within `limit`. `Err` says why not, in the
+/// words a user can act on ("connection refused").
+async fn probe(endpoint: String, limit: Duration) -> std::result::Result<(), String> {
+    let endpoint = endpoint.as_str();
+    let attempt = async {
+        let mut client = Client::connect([endpoint], Some(options(limit))).await?;
+        client.status().await
+    };
+    let why = match tokio::time::timeout(limit, attempt).await {
         Ok(Ok(status)) => {
             debug!(
-                "connected to etcd {} at {} (leader {:x}, revision {})",
+                "etcd {} answers at {} (leader {:x}, revision {})",
                 status.version(),
-                shown(endpoints),
+                shown_one(endpoint),
                 status.leader(),
                 status.header().map_or(0, |h| h.revision())
             );
-            return Ok(client);
+            return Ok(());
         }
         // The TCP-level cause ("connection refused") is what a user can act on; gRPC wraps it deeply.
-        Ok(Err(e)) => match tcp_problem(&endpoints[0], args.dial_timeout).await {
+        Ok(Err(e)) => {
+            debug!("status from {endpoint} failed: {e:?}");
+            match tcp_problem(endpoint, limit).await {
+                Some(problem) => problem,
+                None => explain(&e),
+            }
+        }
+        Err(_) => match tcp_problem(endpoint, limit).await {
             Some(problem) => problem,
-            None => short_error(&e),
-        },
-        Err(_) => match tcp_problem(&endpoints[0], args.dial_timeout).await {
-            Some(problem) => problem,
-            None => format!(
-                "something listens there but did not answer as etcd within {:?}",
-                args.dial_timeout
-            ),
+            None => format!("something listens there but did not answer as etcd within {limit:?}"),
         },
     };
-    bail!(
-        "cannot reach etcd at {}: {why}; {HOW_TO_START_ETCD}",
-        shown(endpoints)
-    )
+    Err(why)
+}
+
+/// How often [`watch_members`] checks each endpoint.
+const MEMBER_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps a multi-endpoint client on the members that answer: every couple of seconds it probes each
+/// endpoint; one that stops answering is removed from the client, one that answers again is added back.
+/// The last endpoint is never removed, so that requests fail with a clear error instead of having nowhere
+/// to go. Runs until the program ends.
+pub async fn watch_members(
+    client: Client,
+    mut live: Vec<String>,
+    mut dead: Vec<String>,
+    limit: Duration,
+) {
+    let mut tick = tokio::time::interval(MEMBER_CHECK_EVERY);
+    loop {
+        tick.tick().await;
+        for endpoint in live.clone() {
+            if live.len() > 1 && probe(endpoint.clone(), limit).await.is_err() {
+                debug!("member {endpoint} stopped answering; taking it out of the client");
+                if client.remove_endpoint(endpoint.as_str()).await.is_ok() {
+                    live.retain(|e| e != &endpoint);
+                    dead.push(endpoint);
+                }
+            }
+        }
+        for endpoint in dead.clone() {
+            if probe(endpoint.clone(), limit).await.is_ok() {
+                debug!("member {endpoint} answers again; adding it back to the client");
+                if client.add_endpoint(endpoint.as_str()).await.is_ok() {
+                    dead.retain(|e| e != &endpoint);
+                    live.push(endpoint);
+                }
+            }
+        }
+    }
 }
 
 /// Endpoints as the user typed them, without the `http://` we added.
 fn shown(endpoints: &[String]) -> String {
     endpoints
         .iter()
-        .map(|e| e.trim_start_matches("http://"))
+        .map(|e| shown_one(e))
         .collect::<Vec<_>>()
         .join(",")
 }
 
-/// An etcd-client error in the few words a user can act on: for a gRPC status, its message and the
-/// innermost cause, `tcp connect error (Connection refused (os error 111))`, instead of the nested gRPC
-/// and tonic wrappers.
+fn shown_one(endpoint: &str) -> &str {
+    endpoint.trim_start_matches("http://")
+}
+
+/// An etcd-client error in the few words a user can act on. Kept for callers that already use it; the
+/// same as [`explain`].
 pub fn short_error(e: &etcd_client::Error) -> String {
+    explain(e)
+}
+
+/// An etcd-client error as one plain line: what went wrong, etcd's own reason, and what to do about it,
+/// instead of the nested gRPC and tonic wrappers (`grpc request error: code: 'Client specified an invalid
+/// argument', message: "etcdserver: request is too large", ...`). The full error stays available at
+/// `RUST_LOG=debug` (see [`report`]).
+pub fn explain(e: &etcd_client::Error) -> String {
     let etcd_client::Error::GRpcStatus(status) = e else {
-        return e.to_string();
+        return match e {
+            etcd_client::Error::TransportError(t) => format!(
+                "lost the connection to etcd ({}); is it running? {HOW_TO_START_ETCD}",
+                innermost(t)
+            ),
+            etcd_client::Error::LeaseKeepAliveError(why) => {
+                format!("the lease is gone: it expired or was revoked ({why})")
+            }
+            other => other.to_string(),
+        };
     };
-    let mut root = std::error::Error::source(status);
-    while let Some(deeper) = root.and_then(|r| r.source()) {
-        root = Some(deeper);
+    let message = status.message();
+    let reason = message.trim_start_matches("etcdserver: ");
+    // gRPC status codes by number (tonic is not a direct dependency here): see grpc's status codes.
+    const DEADLINE_EXCEEDED: i32 = 4;
+    const PERMISSION_DENIED: i32 = 7;
+    const UNAVAILABLE: i32 = 14;
+    const UNAUTHENTICATED: i32 = 16;
+    const INVALID_ARGUMENT: i32 = 3;
+    const FAILED_PRECONDITION: i32 = 9;
+    const OUT_OF_RANGE: i32 = 11;
+    let advice = if message.contains("request is too large") {
+        "etcd refuses requests over --max-request-bytes, 1.5 MiB by default: keep big values elsewhere \
+         and store a reference in etcd"
+            .to_string()
+    } else if message.contains("message length too large") {
+        "the reply is over the client's 4 MiB message limit: read fewer keys at a time \
+         (`with_limit`, or the `kv` topic's `get_prefix_in_pages`), or raise the limit with \
+         `client.kv_client().max_decoding_message_size(..)`"
+            .to_string()
+    } else if message.contains("required revision has been compacted") {
+        "etcd no longer keeps that revision; read the current state and continue from there"
+            .to_string()
+    } else if message.contains("requested lease not found") {
+        "the lease expired or was revoked; grant a new one".to_string()
+    } else if message.contains("key not found") {
+        "the key does not exist".to_string()
+    } else {
+        match status.code() as i32 {
+            UNAVAILABLE => {
+                let cause = std::error::Error::source(status)
+                    .map(|s| format!(" ({})", innermost(s)))
+                    .unwrap_or_default();
+                return format!(
+                    "etcd is unavailable{cause}: {reason}; is it running? {HOW_TO_START_ETCD}"
+                );
+            }
+            DEADLINE_EXCEEDED => {
+                "etcd did not answer in time; is it overloaded or partitioned?".into()
+            }
+            PERMISSION_DENIED => "this user's role does not allow it".into(),
+            UNAUTHENTICATED => "log in with a user name and password (or check them)".into(),
+            INVALID_ARGUMENT | FAILED_PRECONDITION | OUT_OF_RANGE => {
+                "etcd refused the request".into()
+            }
+            _ => return format!("etcd answered: {reason}"),
+        }
+    };
+    format!("{reason}: {advice}")
+}
+
+/// The deepest cause of an error: `Connection refused (os error 111)` rather than its wrappers.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = e;
+    while let Some(deeper) = root.source() {
+        root = deeper;
     }
-    match root {
-        Some(cause) => format!("{} ({cause})", status.message()),
-        None => status.message().to_string(),
-    }
+    root.to_string()
 }
 
 /// After a failed probe, a plain TCP connect tells the user *why*: nothing listening, or a name that does
@@ -236,14 +404,31 @@ impl Shutdown {
 ///
 /// An error prints as one line, `error: what failed: why`, with anyhow's cause chain joined by `: `.
 /// `{:#}` never prints a backtrace, so `RUST_BACKTRACE=1` does not turn a user mistake into a dump.
+///
+/// An etcd-client error in the chain is shown through [`explain`], and the chain stops there: its own
+/// sources are the raw gRPC and transport layers. `RUST_LOG=debug` logs the whole error first.
 pub fn report(result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            debug!("full error: {e:?}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// anyhow's cause chain joined by `: `, with an etcd-client error replaced by its [`explain`]ed form.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        if let Some(etcd) = cause.downcast_ref::<etcd_client::Error>() {
+            parts.push(explain(etcd));
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    parts.join(": ").replace('\n', " ")
 }
 
 #[cfg(test)]

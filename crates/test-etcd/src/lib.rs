@@ -66,11 +66,18 @@ pub struct TestEtcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Extra etcd flags, such as `--max-request-bytes=1024`.
+    extra: Vec<String>,
 }
 
 impl TestEtcd {
     /// Starts a member and waits until it answers. Panics with the reason (and etcd's log) if it cannot.
     pub async fn start() -> TestEtcd {
+        TestEtcd::start_with(&[]).await
+    }
+
+    /// [`TestEtcd::start`] with extra etcd flags, such as `--max-request-bytes=1024`.
+    pub async fn start_with(extra: &[&str]) -> TestEtcd {
         let binary = etcd_binary();
         let mut last_error = String::new();
         for _attempt in 0..3 {
@@ -83,6 +90,7 @@ impl TestEtcd {
                 dir,
                 client_port: free_port(),
                 peer_port: free_port(),
+                extra: extra.iter().map(|a| a.to_string()).collect(),
             };
             match etcd.spawn(&binary).await {
                 Ok(()) => return etcd,
@@ -127,6 +135,22 @@ impl TestEtcd {
         self.end_with(Signal::SIGKILL);
     }
 
+    /// Freezes the member (SIGSTOP): its sockets stay open and accept connections, but nothing answers,
+    /// as with a stalled VM or a long GC pause. Undo with [`TestEtcd::thaw`]; dropping also ends it.
+    pub fn freeze(&self) {
+        self.send(Signal::SIGSTOP);
+    }
+
+    /// Lets a frozen member run again (SIGCONT), with its state as it was.
+    pub fn thaw(&self) {
+        self.send(Signal::SIGCONT);
+    }
+
+    fn send(&self, sig: Signal) {
+        let child = self.child.as_ref().expect("the member is running");
+        kill(Pid::from_raw(child.id() as i32), sig).expect("the member process exists");
+    }
+
     /// Starts the member again on the same ports with the same data.
     pub async fn restart(&mut self) {
         self.end_with(Signal::SIGKILL);
@@ -145,7 +169,10 @@ impl TestEtcd {
 
     fn end_with(&mut self, sig: Signal) {
         if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), sig);
+            let pid = Pid::from_raw(child.id() as i32);
+            let _ = kill(pid, sig);
+            // A frozen member only acts on SIGTERM once it runs again.
+            let _ = kill(pid, Signal::SIGCONT);
             let _ = child.wait();
         }
     }
@@ -171,6 +198,7 @@ impl TestEtcd {
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=test={peer_url}"))
             .arg("--initial-cluster-state=new")
+            .args(&self.extra)
             // etcd reads ETCD_* variables as flags; keep the caller's settings out of a test member.
             .env_remove("ETCD_ENDPOINTS")
             .stdin(Stdio::null())

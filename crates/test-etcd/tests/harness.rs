@@ -66,3 +66,26 @@ fn missing_etcd_fails_with_the_install_command() {
 fn etcd_is_found_on_path_here() {
     assert!(test_etcd::etcd_binary().ends_with("etcd"));
 }
+
+#[tokio::test]
+async fn a_frozen_member_accepts_but_does_not_answer_until_thawed() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    client.put("k", "v", None).await.unwrap();
+
+    etcd.freeze();
+    let frozen = tokio::time::timeout(Duration::from_secs(1), client.get("k", None)).await;
+    assert!(frozen.is_err(), "no answer while frozen: {frozen:?}");
+    assert!(
+        std::net::TcpStream::connect(etcd.endpoint()).is_ok(),
+        "the kernel still accepts connections for it"
+    );
+
+    etcd.thaw();
+    let value = eventually("the member answers again", Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move { get_value(&mut client, "k").await }
+    })
+    .await;
+    assert_eq!(value, "v");
+}
