@@ -1,0 +1,440 @@
+//! `scripts/etcd.sh`, run for real: each test gives it its own free loopback ports (LOCAL_ETCD_PORT,
+//! LOCAL_ETCD_PEER_PORT) and its own state directory (LOCAL_ETCD_DIR), so no test touches a developer's
+//! `.etcd/` or port 2379. A guard runs `down` when a test ends, so no member is left running.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use test_etcd::{eventually, free_port, get_value, Signal, TestEtcd};
+
+/// `up` waits up to 30 s for a healthy member; `down` up to 10 s before SIGKILL.
+const SCRIPT_LIMIT: Duration = Duration::from_secs(60);
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/etcd.sh")
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// The script with one state directory and one client port (and optionally a peer port).
+struct Script {
+    dir: tempfile::TempDir,
+    port: u16,
+    peer: Option<u16>,
+}
+
+impl Script {
+    fn new(port: u16) -> Script {
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-sh-")
+            .tempdir()
+            .expect("the temp directory is writable");
+        Script {
+            dir,
+            port,
+            peer: None,
+        }
+    }
+
+    fn pidfile(&self) -> PathBuf {
+        self.dir.path().join("etcd.pid")
+    }
+
+    /// The command with only our settings: nothing from the environment that would point elsewhere.
+    fn command(&self, port: Option<u16>, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(script())
+            .args(args)
+            .env("LOCAL_ETCD_DIR", self.dir.path())
+            .env_remove("LOCAL_ETCD_PORT")
+            .env_remove("LOCAL_ETCD_PEER_PORT")
+            .env_remove("ETCD_ENDPOINTS")
+            .env_remove("ETCDCTL_ENDPOINTS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(port) = port {
+            cmd.env("LOCAL_ETCD_PORT", port.to_string());
+        }
+        if let Some(peer) = self.peer {
+            cmd.env("LOCAL_ETCD_PEER_PORT", peer.to_string());
+        }
+        cmd
+    }
+
+    /// Runs the script on this guard's client port.
+    async fn run(&self, args: &[&str]) -> Run {
+        self.run_on(Some(self.port), args).await
+    }
+
+    /// Runs the script with LOCAL_ETCD_PORT set to `port` (or unset), killing it after [`SCRIPT_LIMIT`].
+    async fn run_on(&self, port: Option<u16>, args: &[&str]) -> Run {
+        let mut cmd = tokio::process::Command::from(self.command(port, args));
+        cmd.kill_on_drop(true);
+        let out = tokio::time::timeout(SCRIPT_LIMIT, cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("etcd.sh {args:?} did not finish within {SCRIPT_LIMIT:?}"))
+            .expect("bash can run scripts/etcd.sh");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    async fn up(&self) -> Run {
+        let run = self.run(&["up"]).await;
+        assert_eq!(run.code, Some(0), "up failed:\n{}", run.all());
+        run
+    }
+
+    /// The PID the script recorded for the member it started.
+    fn recorded_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.pidfile())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+}
+
+impl Drop for Script {
+    /// `down`, bounded; then SIGKILL whatever PID is still recorded, so a failed test leaves nothing behind.
+    fn drop(&mut self) {
+        if let Ok(mut child) = self.command(Some(self.port), &["down"]).spawn() {
+            let deadline = Instant::now() + SCRIPT_LIMIT;
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(pid) = self.recorded_pid() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+fn port_of(endpoint: &str) -> u16 {
+    endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("endpoints are 127.0.0.1:PORT")
+}
+
+fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}
+
+/// The number that follows `key` in `text` (as in `LOCAL_ETCD_PORT=22379` or `peer port 2380`).
+fn number_after(text: &str, key: &str) -> Option<u16> {
+    let rest = &text[text.find(key)? + key.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Asserts that `text` names a complete command to start on other ports: both ports, free right now and
+/// different from `taken`, and the ETCD_ENDPOINTS line for the examples on that client port.
+fn assert_complete_other_ports_hint(text: &str, taken: u16) {
+    let line = text
+        .lines()
+        .find(|l| l.contains("LOCAL_ETCD_PORT=") && l.trim_end().ends_with(" up"))
+        .unwrap_or_else(|| panic!("no command to start on other ports in:\n{text}"));
+    let client = number_after(line, "LOCAL_ETCD_PORT=").expect("the hint names a client port");
+    let peer = number_after(line, "LOCAL_ETCD_PEER_PORT=")
+        .unwrap_or_else(|| panic!("the hint names no peer port, so it would fail on it: {line}"));
+    assert!(client != taken && peer != taken && client != peer, "{line}");
+    assert!(
+        text.contains(&format!(
+            "ETCD_ENDPOINTS=127.0.0.1:{client} cargo run -p kv"
+        )),
+        "no ETCD_ENDPOINTS line for port {client} in:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn usage_without_a_command_is_the_header_comment_without_code() {
+    let script_guard = Script::new(free_port());
+    let run = script_guard.run(&[]).await;
+    assert_eq!(run.code, Some(2), "{}", run.all());
+    let usage = run.stderr.trim_end();
+    for command in ["up", "down", "status", "logs", "reset"] {
+        assert!(
+            usage.contains(&format!("scripts/etcd.sh {command}")),
+            "usage lacks {command}:\n{usage}"
+        );
+    }
+    assert!(
+        usage
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .contains("docker-compose.yml"),
+        "usage must end with the header's last line:\n{usage}"
+    );
+    assert!(
+        !usage.contains("set -euo pipefail") && !usage.contains("#!"),
+        "usage shows code:\n{usage}"
+    );
+
+    let help = script_guard.run(&["--help"]).await;
+    assert_eq!(help.code, Some(0), "{}", help.all());
+    assert_eq!(help.stdout.trim_end(), usage);
+}
+
+#[tokio::test]
+async fn up_on_a_port_held_by_another_program_fails_with_a_complete_command() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+    let taken = listener.local_addr().unwrap().port();
+    let script = Script::new(taken);
+
+    let run = script.run(&["up"]).await;
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    assert!(
+        run.stderr.contains(&format!(
+            "port {taken} is taken by something that is not etcd"
+        )),
+        "{}",
+        run.all()
+    );
+    assert_complete_other_ports_hint(&run.stderr, taken);
+    assert_eq!(script.recorded_pid(), None, "nothing was started");
+    drop(listener);
+}
+
+#[tokio::test]
+async fn up_with_only_a_client_port_chooses_the_peer_port_and_prints_the_endpoints() {
+    let port = free_port();
+    let script = Script::new(port);
+
+    let run = script.up().await;
+    let peer = number_after(&run.stdout, "peer port ").expect("up says which peer port it chose");
+    assert_ne!(peer, port);
+    assert!(
+        TcpStream::connect(("127.0.0.1", peer)).is_ok(),
+        "etcd listens on the peer port it announced:\n{}",
+        run.all()
+    );
+    for line in [
+        format!("ETCD_ENDPOINTS=127.0.0.1:{port} cargo run -p kv"),
+        format!("export ETCDCTL_ENDPOINTS=127.0.0.1:{port}"),
+    ] {
+        assert!(run.stdout.contains(&line), "no {line:?} in:\n{}", run.all());
+    }
+    assert!(
+        !run.stdout.contains("try: cargo run -p kv"),
+        "a bare `cargo run -p kv` would go to 2379:\n{}",
+        run.all()
+    );
+
+    // The member really serves on that port.
+    let mut client = etcd_client::Client::connect([format!("127.0.0.1:{port}")], None)
+        .await
+        .expect("a client for the script's member");
+    client.put("etcd-sh", "up", None).await.expect("a put");
+    assert_eq!(
+        get_value(&mut client, "etcd-sh").await.as_deref(),
+        Some("up")
+    );
+
+    // Idempotent: the second `up` finds it and repeats where to point the examples.
+    let again = script.up().await;
+    assert!(again.stdout.contains("already running"), "{}", again.all());
+    assert!(
+        again
+            .stdout
+            .contains(&format!("ETCD_ENDPOINTS=127.0.0.1:{port} cargo run -p kv")),
+        "{}",
+        again.all()
+    );
+}
+
+#[tokio::test]
+async fn up_skips_a_taken_peer_port_when_none_is_given() {
+    // A client port whose next port we can hold with a plain listener.
+    let (port, blocker) = loop {
+        let port = free_port();
+        if port < u16::MAX {
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port + 1)) {
+                break (port, listener);
+            }
+        }
+    };
+    let script = Script::new(port);
+
+    let run = script.up().await;
+    let peer = number_after(&run.stdout, "peer port ").expect("up says which peer port it chose");
+    assert!(
+        peer != port && peer != port + 1,
+        "peer port {peer}:\n{}",
+        run.all()
+    );
+    drop(blocker);
+}
+
+#[tokio::test]
+async fn up_with_both_ports_given_uses_them() {
+    let mut script = Script::new(free_port());
+    script.peer = Some(free_port());
+    let run = script.up().await;
+    let peer = script.peer.unwrap();
+    assert!(
+        run.stdout
+            .contains(&format!("client port {}, peer port {peer}", script.port)),
+        "{}",
+        run.all()
+    );
+    assert!(TcpStream::connect(("127.0.0.1", peer)).is_ok());
+}
+
+#[tokio::test]
+async fn status_says_when_the_etcd_on_the_port_was_not_started_by_the_script() {
+    let other = TestEtcd::start().await;
+    let port = port_of(&other.endpoint());
+    let script = Script::new(port);
+
+    let status = script.run(&["status"]).await;
+    assert!(
+        status
+            .stdout
+            .contains("no etcd started by this script is running"),
+        "{}",
+        status.all()
+    );
+    assert!(
+        status.stdout.contains(&format!(
+            "the etcd answering at 127.0.0.1:{port} was NOT started by this script"
+        )),
+        "{}",
+        status.all()
+    );
+    assert!(
+        !status.stdout.contains("running (pid"),
+        "no PID next to another server's table:\n{}",
+        status.all()
+    );
+
+    // `up` leaves it alone, says how to use it or where else to start, and starts nothing.
+    let up = script.run(&["up"]).await;
+    assert_eq!(up.code, Some(0), "{}", up.all());
+    assert!(up.stdout.contains("did not start"), "{}", up.all());
+    assert!(
+        up.stdout
+            .contains(&format!("ETCD_ENDPOINTS=127.0.0.1:{port} cargo run -p kv")),
+        "{}",
+        up.all()
+    );
+    assert_complete_other_ports_hint(&up.stdout, port);
+    assert_eq!(script.recorded_pid(), None);
+
+    // `down` does not stop a member it did not start.
+    let down = script.run(&["down"]).await;
+    assert_eq!(down.code, Some(0), "{}", down.all());
+    assert!(
+        down.stdout.contains("not started by this script"),
+        "{}",
+        down.all()
+    );
+    let mut client = other.client().await;
+    client
+        .put("still", "here", None)
+        .await
+        .expect("the other etcd still serves");
+}
+
+#[tokio::test]
+async fn status_does_not_mix_the_scripts_member_with_another_etcd() {
+    let other = TestEtcd::start().await;
+    let other_port = port_of(&other.endpoint());
+    let script = Script::new(free_port());
+    script.up().await;
+    let pid = script.recorded_pid().expect("up recorded a PID");
+
+    // Asked about the other etcd's port: our member is elsewhere, and the table there is not ours.
+    let status = script.run_on(Some(other_port), &["status"]).await;
+    assert_eq!(status.code, Some(0), "{}", status.all());
+    assert!(
+        status.stdout.contains(&format!(
+            "this script's etcd (pid {pid}) runs at 127.0.0.1:{}, not at 127.0.0.1:{other_port}",
+            script.port
+        )),
+        "{}",
+        status.all()
+    );
+    assert!(
+        status.stdout.contains("was NOT started by this script"),
+        "{}",
+        status.all()
+    );
+
+    // Without LOCAL_ETCD_PORT, status finds our member on the port it really uses.
+    let ours = script.run_on(None, &["status"]).await;
+    assert_eq!(ours.code, Some(0), "{}", ours.all());
+    assert!(
+        ours.stdout
+            .contains(&format!("running (pid {pid}) at 127.0.0.1:{}", script.port)),
+        "{}",
+        ours.all()
+    );
+    assert!(ours.stdout.contains(&format!("127.0.0.1:{} ", script.port)));
+}
+
+#[tokio::test]
+async fn down_stops_what_up_started_and_is_idempotent() {
+    let script = Script::new(free_port());
+    script.up().await;
+    let pid = script.recorded_pid().expect("up recorded a PID");
+    assert!(alive(pid));
+
+    let down = script.run(&["down"]).await;
+    assert_eq!(down.code, Some(0), "{}", down.all());
+    assert!(
+        down.stdout.contains(&format!("stopped etcd (pid {pid})")),
+        "{}",
+        down.all()
+    );
+    eventually(
+        "the member's process is gone",
+        Duration::from_secs(10),
+        || async { (!alive(pid)).then_some(()) },
+    )
+    .await;
+    assert!(TcpStream::connect(("127.0.0.1", script.port)).is_err());
+    assert!(!script.pidfile().exists());
+
+    let again = script.run(&["down"]).await;
+    assert_eq!(again.code, Some(0), "{}", again.all());
+    assert!(again.stdout.contains("not running"), "{}", again.all());
+
+    let status = script.run(&["status"]).await;
+    assert_eq!(status.code, Some(1), "{}", status.all());
+    assert!(
+        status
+            .stdout
+            .contains(&format!("nothing answers at 127.0.0.1:{}", script.port)),
+        "{}",
+        status.all()
+    );
+
+    for _ in 0..2 {
+        let reset = script.run(&["reset"]).await;
+        assert_eq!(reset.code, Some(0), "{}", reset.all());
+        assert!(!script.dir.path().join("data").exists());
+    }
+
+    // And it comes back after a reset.
+    script.up().await;
+}
