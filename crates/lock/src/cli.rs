@@ -18,7 +18,7 @@ pub const TRY_HOLD: Duration = Duration::from_secs(5);
     after_help = "\
 Exit codes:
   0  done: the demo ran, or the lock was held and released (also after Ctrl-C or SIGTERM)
-  1  error: etcd unreachable, a call failed, or a flag is wrong
+  1  error: etcd unreachable, a call failed, a flag is wrong, or the lock was lost while held
   2  --try found the lock taken, and left nothing behind"
 )]
 pub struct Args {

@@ -12,15 +12,23 @@
 //! revoked, which is how a crashed holder's lock comes free. The holder's create revision only ever grows
 //! from one holder to the next, so it doubles as a *fencing token* (see [`put_if_holder`]).
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
     SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
-use log::{debug, warn};
+use log::debug;
 use tokio::task::JoinHandle;
+
+/// First pause before re-trying a call that failed because etcd could not be reached; it doubles after
+/// each failure up to [`MAX_PAUSE`], so a process waiting out an etcd restart does not spin.
+pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
+
+/// Longest pause between two attempts to reach etcd again.
+pub const MAX_PAUSE: Duration = Duration::from_secs(2);
 
 /// A lease kept alive in the background for as long as this process runs: Go's `concurrency.Session`.
 ///
@@ -30,14 +38,22 @@ use tokio::task::JoinHandle;
 /// the holder is still working. When the process dies, the renewals stop and etcd frees its locks one TTL
 /// later.
 ///
+/// The renewals ride out a short etcd outage (a restart, a lost connection): when the keep-alive stream
+/// breaks, the task re-opens it, with growing pauses, for as long as the lease can still be alive, that is
+/// until the last confirmed renewal + TTL. The session is lost only when the lease really is gone: etcd
+/// says so (it expired or was revoked), or that deadline passed without a confirmed renewal, after which
+/// etcd may have deleted the lock key and handed the lock to someone else.
+///
 /// Dropping the session stops the renewals but does not end the lease. To give everything up at once,
 /// drop it and then `client.lease_revoke(id)`: revoking deletes every key attached to the lease, so a lock
 /// still held, or a place still queued for, is released (what Go's `session.Close()` does).
 pub struct Session {
     lease_id: i64,
     ttl: i64,
+    /// Until when the lease surely lives: the last confirmed renewal + TTL. The renewer moves it on.
+    alive_until: Arc<Mutex<Instant>>,
     renewer: JoinHandle<String>,
-    /// Why the renewals stopped, once [`Session::lost`] has seen it.
+    /// Why the session is lost, once [`Session::lost`] has seen it.
     lost: Option<String>,
 }
 
@@ -47,18 +63,30 @@ impl Session {
     /// late or lost renewal does not let it expire (Go's client renews at TTL/3 too).
     pub async fn start(client: &Client, lease_id: i64, ttl: i64) -> Result<Session> {
         let mut client = client.clone();
+        let sent_at = Instant::now();
         // Opening the stream already renews the lease once, and fails if the lease no longer exists.
-        let (keeper, replies) = client
+        let (keeper, answers) = client
             .lease_keep_alive(lease_id)
             .await
             .with_context(|| format!("start renewing lease {lease_id:016x}"))?;
-        let every = Duration::from_secs_f64(ttl.max(1) as f64 / 3.0);
-        let renewer = tokio::spawn(keep_renewing(keeper, replies, every));
-        debug!("session on lease {lease_id:016x} (ttl {ttl}s): renewed every {every:?}");
+        let alive_until = Arc::new(Mutex::new(sent_at + secs(ttl)));
+        let renewer = Renewer {
+            id: lease_id,
+            ttl,
+            keeper,
+            answers,
+            alive_until: Arc::clone(&alive_until),
+            next_renewal: sent_at + third_of(ttl),
+        };
+        debug!(
+            "session on lease {lease_id:016x} (ttl {ttl}s): renewed every {:?}",
+            third_of(ttl)
+        );
         Ok(Session {
             lease_id,
             ttl,
-            renewer,
+            alive_until,
+            renewer: tokio::spawn(renewer.run(client)),
             lost: None,
         })
     }
@@ -73,17 +101,47 @@ impl Session {
         self.ttl
     }
 
-    /// Resolves only if the renewals stop (etcd unreachable for too long, or the lease expired or was
-    /// revoked): from then on this session may have lost its lock to someone else, so stop the work the
-    /// lock protects. Go's `session.Done()`. Use it in `tokio::select!` next to the work.
+    /// Until when the lease surely lives: the last renewal etcd confirmed, plus the TTL.
+    pub fn alive_until(&self) -> Instant {
+        read(&self.alive_until)
+    }
+
+    /// Whether the lease surely still lives right now, without asking etcd. Check it just before an
+    /// action that needs the lock: a process that was frozen (SIGSTOP, a VM pause) past its TTL sees
+    /// `false` at once on waking up, even before the renewer has run again.
+    pub fn is_alive(&self) -> bool {
+        self.lost.is_none() && !self.renewer.is_finished() && Instant::now() < self.alive_until()
+    }
+
+    /// Resolves only once the session is lost: etcd said the lease is gone (it expired or was revoked),
+    /// or no renewal was confirmed for a whole TTL. From then on someone else may hold this session's
+    /// lock, so stop the work the lock protects. A short outage that the renewer rides out does not
+    /// resolve it. Go's `session.Done()`. Use it in `tokio::select!` next to the work.
     pub async fn lost(&mut self) -> String {
         if let Some(why) = &self.lost {
             return why.clone();
         }
-        let why = match (&mut self.renewer).await {
-            Ok(why) => why,
-            Err(e) => format!("the renewal task stopped: {e}"),
+        let alive_until = Arc::clone(&self.alive_until);
+        let why = loop {
+            let until = read(&alive_until);
+            tokio::select! {
+                joined = &mut self.renewer => break match joined {
+                    Ok(why) => why,
+                    Err(e) => format!("the renewal task stopped: {e}"),
+                },
+                () = tokio::time::sleep_until(until.into()) => {
+                    // The renewer may have moved the deadline on meanwhile: then wait for the new one.
+                    if Instant::now() >= read(&alive_until) {
+                        break format!(
+                            "no renewal of lease {:016x} was confirmed within its TTL of {}s, so etcd may \
+                             have deleted its keys",
+                            self.lease_id, self.ttl
+                        );
+                    }
+                }
+            }
         };
+        self.renewer.abort();
         self.lost = Some(why.clone());
         why
     }
@@ -95,32 +153,167 @@ impl Drop for Session {
     }
 }
 
-/// Renews the lease every `every` until something goes wrong, and returns what went wrong.
-async fn keep_renewing(
-    mut keeper: LeaseKeeper,
-    mut replies: LeaseKeepAliveStream,
-    every: Duration,
-) -> String {
-    loop {
-        tokio::time::sleep(every).await;
-        if let Err(e) = keeper.keep_alive().await {
-            return format!("cannot send a lease renewal: {e}");
-        }
-        let why = match replies.message().await {
-            // etcd answers a renewal with the fresh TTL; 0 means the lease was already gone.
-            Ok(Some(reply)) if reply.ttl() > 0 => {
-                debug!("lease {:016x} renewed for {}s", reply.id(), reply.ttl());
-                continue;
+/// The background task of a [`Session`]: both ends of the keep-alive stream, and its timing. (The same
+/// approach as `KeptLease` in the keepalive topic, kept here so that this file can be copied alone.)
+struct Renewer {
+    id: i64,
+    ttl: i64,
+    keeper: LeaseKeeper,
+    answers: LeaseKeepAliveStream,
+    alive_until: Arc<Mutex<Instant>>,
+    next_renewal: Instant,
+}
+
+/// What one renewal found.
+enum Renewal {
+    Alive,
+    /// etcd answered TTL 0: the lease no longer exists, and renewing cannot bring it back.
+    Gone,
+}
+
+impl Renewer {
+    /// Renews until the lease is gone, re-opening the stream whenever it breaks; returns why it stopped.
+    async fn run(mut self, mut client: Client) -> String {
+        loop {
+            match self.renew_when_due().await {
+                Ok(Renewal::Alive) => {}
+                Ok(Renewal::Gone) => return self.gone("etcd answered a renewal with TTL 0"),
+                Err(broken) => {
+                    debug!(
+                        "keep-alive stream of lease {:016x} broke ({broken:#}); re-opening it",
+                        self.id
+                    );
+                    if let Err(why) = self.reopen(&mut client).await {
+                        return why;
+                    }
+                    debug!("keep-alive stream of lease {:016x} re-opened", self.id);
+                }
             }
-            Ok(Some(reply)) => format!(
-                "lease {:016x} no longer exists on the server (it expired or was revoked)",
-                reply.id()
-            ),
-            Ok(None) => "etcd closed the lease renewal stream".to_string(),
-            Err(e) => format!("lease renewal failed: {e}"),
-        };
-        warn!("{why}");
-        return why;
+        }
+    }
+
+    fn gone(&self, how: &str) -> String {
+        format!(
+            "lease {:016x} no longer exists on the server ({how}: it expired or was revoked)",
+            self.id
+        )
+    }
+
+    /// Waits until the next renewal is due, sends it, and reads etcd's answer, bounded by the time to the
+    /// renewal after it: an answer that late is as good as none. An error means the stream is broken.
+    async fn renew_when_due(&mut self) -> Result<Renewal> {
+        tokio::time::sleep_until(self.next_renewal.into()).await;
+        let every = third_of(self.ttl);
+        let sent_at = Instant::now();
+        self.next_renewal = sent_at + every;
+        self.keeper
+            .keep_alive()
+            .await
+            .context("send a keep-alive request")?;
+        let answer = tokio::time::timeout(every, self.answers.message())
+            .await
+            .map_err(|_| anyhow!("no keep-alive answer within {every:.1?}"))?
+            .map_err(|e| anyhow!("keep-alive stream failed: {}", brief(&e)))?
+            .ok_or_else(|| anyhow!("etcd closed the keep-alive stream"))?;
+        if answer.ttl() <= 0 {
+            return Ok(Renewal::Gone);
+        }
+        debug!("lease {:016x} renewed for {}s", answer.id(), answer.ttl());
+        // etcd renewed it after we sent the request, so it lives at least until then + TTL.
+        *self.alive_until.lock().unwrap_or_else(|e| e.into_inner()) = sent_at + secs(self.ttl);
+        Ok(Renewal::Alive)
+    }
+
+    /// Re-opens the stream with `client.lease_keep_alive(id)`, which also renews the lease, with growing
+    /// pauses between attempts, until the lease's deadline. Fails at once when etcd says the lease is gone.
+    async fn reopen(&mut self, client: &mut Client) -> std::result::Result<(), String> {
+        let mut pause = FIRST_PAUSE;
+        let mut last_error = String::from("no attempt finished in time");
+        loop {
+            let deadline = read(&self.alive_until);
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // Each attempt is bounded too: against an etcd that accepts connections but never answers, a
+            // call would otherwise wait for the whole TTL.
+            let attempt_until = deadline.min(now + third_of(self.ttl));
+            match tokio::time::timeout_at(attempt_until.into(), client.lease_keep_alive(self.id))
+                .await
+            {
+                Ok(Ok((keeper, answers))) => {
+                    self.keeper = keeper;
+                    self.answers = answers;
+                    *self.alive_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                        now + secs(self.ttl);
+                    self.next_renewal = now + third_of(self.ttl);
+                    return Ok(());
+                }
+                // etcd answered with TTL 0, which `lease_keep_alive` reports as "lease not found".
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(why))) => {
+                    return Err(self.gone(&format!("etcd answered {why:?}")))
+                }
+                Ok(Err(e)) => {
+                    last_error = brief(&e);
+                    debug!(
+                        "re-opening the keep-alive stream of lease {:016x} failed: {e}",
+                        self.id
+                    );
+                }
+                Err(_) => last_error = "etcd did not answer".to_string(),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
+        Err(format!(
+            "could not renew lease {:016x} within its TTL of {}s ({last_error}), so etcd may have deleted its keys",
+            self.id, self.ttl
+        ))
+    }
+}
+
+fn read(at: &Mutex<Instant>) -> Instant {
+    *at.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn secs(ttl: i64) -> Duration {
+    Duration::from_secs(ttl.max(0) as u64)
+}
+
+/// A third of `ttl_secs` (at least a third of a second).
+fn third_of(ttl_secs: i64) -> Duration {
+    Duration::from_secs(ttl_secs.max(1) as u64) / 3
+}
+
+/// An etcd-client error in the words a user can act on. A gRPC status prints as a long dump of code,
+/// message, details and metadata; its message and innermost cause (`Connection refused (os error 111)`)
+/// say what happened. Full errors stay in the debug log.
+pub fn brief(e: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return e.to_string();
+    };
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(deeper) = cause.and_then(|c| c.source()) {
+        cause = Some(deeper);
+    }
+    match cause {
+        Some(cause) => format!("{} ({cause})", status.message()),
+        None => status.message().to_string(),
+    }
+}
+
+/// Whether a failed call may succeed if made again: etcd could not be reached or the connection broke
+/// (a restart, a network blip, a leader election), as opposed to etcd refusing the request itself (a
+/// lease that does not exist, an invalid argument), which retrying cannot fix.
+pub fn is_transient(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error;
+    match e {
+        // gRPC status codes: CANCELLED 1, UNKNOWN 2 (a broken HTTP/2 connection), DEADLINE_EXCEEDED 4,
+        // ABORTED 10, INTERNAL 13, UNAVAILABLE 14 (etcd unreachable, no leader yet).
+        Error::GRpcStatus(status) => matches!(i32::from(status.code()), 1 | 2 | 4 | 10 | 13 | 14),
+        Error::TransportError(_) | Error::IoError(_) => true,
+        _ => false,
     }
 }
 
@@ -214,7 +407,8 @@ fn first_key(reply: Option<&TxnOpResponse>) -> Option<LockKey> {
 }
 
 /// A write protected by the lock: `key = value` happens only if `held` is *still* the holder, checked by
-/// etcd in the same transaction as the write. Returns whether the write happened.
+/// etcd in the same transaction as the write. Returns the revision of the write (its `mod_revision`, which
+/// lets you later recognise, or delete, exactly the value you wrote), or `None` if etcd refused it.
 ///
 /// Use it for every write the lock protects, instead of a plain `put`. The lock alone is not enough: a
 /// holder can stall longer than its TTL (a GC pause, a frozen VM, a cut network). Its lease expires, etcd
@@ -232,7 +426,7 @@ pub async fn put_if_holder(
     held: &LockKey,
     key: &str,
     value: &str,
-) -> Result<bool> {
+) -> Result<Option<i64>> {
     let txn = Txn::new()
         .when([Compare::create_revision(
             held.key.as_str(),
@@ -244,5 +438,8 @@ pub async fn put_if_holder(
         .txn(txn)
         .await
         .with_context(|| format!("write {key} guarded by {}", held.key))?;
-    Ok(resp.succeeded())
+    // The put was the transaction's only write, so it happened at the store revision the reply reports.
+    Ok(resp
+        .succeeded()
+        .then(|| resp.header().map_or(0, |h| h.revision())))
 }

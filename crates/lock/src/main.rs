@@ -25,16 +25,19 @@
 
 mod cli;
 
+use std::future::Future;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
-    Client, EventType, GetOptions, LockOptions, SortOrder, SortTarget, WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, LockOptions, SortOrder, SortTarget, Txn,
+    TxnOp, WatchOptions,
 };
 use etcd_connect::Shutdown;
-use lock::{LockKey, Session, TryOutcome};
+use lock::{LockKey, Session, TryOutcome, FIRST_PAUSE, MAX_PAUSE};
 use log::debug;
+use tokio::time::Instant;
 
 /// Where the demo's fenced write goes (deleted at the end).
 const PROTECTED_KEY: &str = "/demo/protected-config";
@@ -69,19 +72,69 @@ async fn run(args: cli::Args) -> Result<Outcome> {
     // 0. Connect. Underneath, `etcd_connect::connect` calls `Client::connect(endpoints, options)` and then
     //    asks the server for its `status()` within --dial-timeout, because `Client::connect` is lazy: it
     //    succeeds even when nothing listens. Read crates/etcd-connect/src/lib.rs for the details.
-    let client = etcd_connect::connect(&args.connect).await?;
+    //    Ctrl-C stops it at once: nothing is held yet, so there is nothing to release.
+    let client = tokio::select! {
+        client = etcd_connect::connect(&args.connect) => client?,
+        signal = shutdown.recv() => {
+            println!("{signal}: stopped before connecting");
+            return Ok(Outcome::Done);
+        }
+    };
     println!("connected to etcd at {}", args.connect.endpoints_shown());
 
+    // Calls made on the way out (unlock, revoke) share one budget, the dial timeout, so that stopping never
+    // hangs on an etcd that stopped answering.
+    let mut exit = ExitBudget::new(args.connect.dial_timeout);
     match args.mode() {
-        cli::Mode::Demo => demo(client, &args, &mut shutdown).await,
+        cli::Mode::Demo => demo(client, &args, &mut shutdown, &mut exit).await,
         cli::Mode::Contend { hold, try_once } => {
-            contend(client, &args, hold, try_once, &mut shutdown).await
+            contend(client, &args, hold, try_once, &mut shutdown, &mut exit).await
+        }
+    }
+}
+
+/// The time left for the calls made while exiting. The clock starts at the first of them, and every one
+/// after it gets what is left: together they never take longer than `--dial-timeout`.
+struct ExitBudget {
+    limit: Duration,
+    until: Option<Instant>,
+}
+
+impl ExitBudget {
+    fn new(limit: Duration) -> ExitBudget {
+        ExitBudget { limit, until: None }
+    }
+
+    /// Makes `call` (described by `what`), giving up when the budget runs out.
+    async fn call<T>(
+        &mut self,
+        what: impl std::fmt::Display,
+        call: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        let until = *self
+            .until
+            .get_or_insert_with(|| Instant::now() + self.limit);
+        match tokio::time::timeout_at(until, call).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => {
+                debug!("{what}: {e:?}");
+                Err(anyhow!("{what}: {}", lock::brief(&e)))
+            }
+            Err(_) => Err(anyhow!(
+                "{what}: etcd did not answer within {:?} (--dial-timeout)",
+                self.limit
+            )),
         }
     }
 }
 
 /// The article's program: two sessions, one lock.
-async fn demo(mut client: Client, args: &cli::Args, shutdown: &mut Shutdown) -> Result<Outcome> {
+async fn demo(
+    mut client: Client,
+    args: &cli::Args,
+    shutdown: &mut Shutdown,
+    exit: &mut ExitBudget,
+) -> Result<Outcome> {
     // Every lease the demo grants, so that each is revoked below whatever happens.
     let mut leases = Vec::new();
     let steps = tokio::select! {
@@ -96,8 +149,9 @@ async fn demo(mut client: Client, args: &cli::Args, shutdown: &mut Shutdown) -> 
     // locked or queued, even when a step failed halfway.
     let mut revoked = Ok(());
     for &lease in &leases {
-        if let Err(e) = client.lease_revoke(lease).await {
-            revoked = Err(e).with_context(|| format!("revoke lease {lease:016x}"));
+        let what = format!("revoke lease {lease:016x}");
+        if let Err(e) = exit.call(what, client.lease_revoke(lease)).await {
+            revoked = Err(e);
         }
     }
     steps?;
@@ -117,6 +171,21 @@ async fn demo_steps(
     ttl: i64,
     leases: &mut Vec<i64>,
 ) -> Result<()> {
+    // The demo writes PROTECTED_KEY in step 5 and deletes it afterwards. A learner's own key of that name
+    // must survive the demo, so refuse to start rather than overwrite it.
+    let existing = client
+        .get(PROTECTED_KEY, None)
+        .await
+        .with_context(|| format!("check that {PROTECTED_KEY} is free"))?;
+    if let Some(kv) = existing.kvs().first() {
+        bail!(
+            "{PROTECTED_KEY} already exists (last written at revision {}): the demo writes and deletes \
+             that key, so it stops rather than touch data it did not write; delete it first \
+             (`etcdctl del {PROTECTED_KEY}`) if it is yours to lose",
+            kv.mod_revision()
+        );
+    }
+
     // Sessions. Go's `concurrency.NewSession(client)` grants a lease and renews it in a goroutine for as
     // long as the program runs. etcd-client has no sessions, so we do the same two things ourselves: grant
     // a lease here, then `Session::start` opens its keep-alive stream (`client.lease_keep_alive(id)`) and
@@ -290,14 +359,28 @@ async fn demo_steps(
     println!(
         "5. fenced writes to {PROTECTED_KEY}: session 2 (token {}) was {}, session 1's late one (token {}) was {}",
         held2.create_revision,
-        accepted(current),
+        accepted(current.is_some()),
         held1.create_revision,
-        accepted(stale)
+        accepted(stale.is_some())
     );
-    client
-        .delete(PROTECTED_KEY, None)
-        .await
-        .with_context(|| format!("delete {PROTECTED_KEY}"))?;
+    //    Clean up, but only what this run wrote: delete the key only if it still holds our write, that is if
+    //    its mod revision is still the revision of session 2's write, checked in the same transaction.
+    if let Some(written_at) = current {
+        let ours = Compare::mod_revision(PROTECTED_KEY, CompareOp::Equal, written_at);
+        let cleaned = client
+            .txn(
+                Txn::new()
+                    .when([ours])
+                    .and_then([TxnOp::delete(PROTECTED_KEY, None)]),
+            )
+            .await
+            .with_context(|| format!("delete {PROTECTED_KEY}"))?;
+        if !cleaned.succeeded() {
+            println!(
+                "   left {PROTECTED_KEY} in place: someone else wrote it after revision {written_at}"
+            );
+        }
+    }
     client
         .unlock(held2.key.as_str())
         .await
@@ -355,6 +438,7 @@ async fn contend(
     hold: Duration,
     try_once: bool,
     shutdown: &mut Shutdown,
+    exit: &mut ExitBudget,
 ) -> Result<Outcome> {
     // A session, as in the demo: a lease, renewed in the background while we wait and while we hold.
     let grant = client
@@ -364,8 +448,16 @@ async fn contend(
     let lease = grant.id();
     let outcome = match Session::start(&client, lease, grant.ttl()).await {
         Ok(mut session) => {
-            let outcome =
-                hold_the_lock(&mut client, args, hold, try_once, &mut session, shutdown).await;
+            let outcome = hold_the_lock(
+                &mut client,
+                args,
+                hold,
+                try_once,
+                &mut session,
+                shutdown,
+                exit,
+            )
+            .await;
             // Stop renewing before revoking, or the renewer would see the lease vanish and report it.
             drop(session);
             outcome
@@ -375,11 +467,17 @@ async fn contend(
 
     // Always end the session by revoking its lease: this also removes our key if we are still queued or
     // holding (Go: `session.Close()`).
-    match client.lease_revoke(lease).await {
+    //    Bounded like every call on the way out: if etcd does not answer, the lease (and our key) goes when
+    //    its TTL runs out, since nobody renews it any more.
+    let what = format!("revoke lease {lease:016x}");
+    match exit.call(what, client.lease_revoke(lease)).await {
         Ok(_) => println!("session ended: revoked lease {lease:016x}"),
         // After a failure (say, the lease already expired) the first error is the one to report.
-        Err(e) if outcome.is_err() => debug!("could not revoke lease {lease:016x}: {e}"),
-        Err(e) => return Err(e).with_context(|| format!("revoke lease {lease:016x}")),
+        Err(e) if outcome.is_err() => debug!("{e:#}"),
+        Err(e) => bail!(
+            "{e:#}; the lease, and any key on it, goes when its TTL of {}s runs out",
+            args.ttl
+        ),
     }
     outcome
 }
@@ -391,6 +489,7 @@ async fn hold_the_lock(
     try_once: bool,
     session: &mut Session,
     shutdown: &mut Shutdown,
+    exit: &mut ExitBudget,
 ) -> Result<Outcome> {
     let name = &args.name;
     let lease = session.lease_id();
@@ -420,15 +519,49 @@ async fn hold_the_lock(
         );
         // The lock call waits on the server until every key queued before ours is deleted. Dropping it
         // (as `select!` does on Ctrl-C) cancels the call, and etcd removes our queued key.
-        let locked = tokio::select! {
-            locked = client.lock(name.as_str(), Some(LockOptions::new().with_lease(lease))) => {
-                locked.with_context(|| format!("lock {name}"))?
+        //
+        // If the connection breaks while we wait (etcd restarts, the network blips), ask again with the
+        // same lease: the lock service then finds our key `<name>/<lease>` still there and keeps its create
+        // revision, so we keep our place in the queue. Keep asking, with growing pauses, for as long as the
+        // session lives; an error that retrying cannot fix (say, the lease is gone) ends the wait.
+        let mut pause = FIRST_PAUSE;
+        let mut told = false;
+        let locked = loop {
+            let attempt = tokio::select! {
+                locked = client.lock(name.as_str(), Some(LockOptions::new().with_lease(lease))) => locked,
+                signal = shutdown.recv() => {
+                    println!("{signal}: stopped waiting for {name}");
+                    return Ok(Outcome::Done);
+                }
+                why = session.lost() => bail!("lost the session while waiting for {name}: {why}"),
+            };
+            match attempt {
+                Ok(locked) => break locked,
+                Err(e) if lock::is_transient(&e) => {
+                    debug!("lock {name} failed, asking again in {pause:?}: {e:?}");
+                    if !told {
+                        println!(
+                            "lost the connection to etcd while waiting ({}); asking again with the same \
+                             lease, which keeps its place in the queue",
+                            lock::brief(&e)
+                        );
+                        told = true;
+                    }
+                }
+                Err(e) => {
+                    debug!("lock {name}: {e:?}");
+                    bail!("lock {name}: {}", lock::brief(&e));
+                }
             }
-            signal = shutdown.recv() => {
-                println!("{signal}: stopped waiting for {name}");
-                return Ok(Outcome::Done);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                signal = shutdown.recv() => {
+                    println!("{signal}: stopped waiting for {name}");
+                    return Ok(Outcome::Done);
+                }
+                why = session.lost() => bail!("lost the session while waiting for {name}: {why}"),
             }
-            why = session.lost() => bail!("lost the session while waiting for {name}: {why}"),
+            pause = (pause * 2).min(MAX_PAUSE);
         };
         let key = String::from_utf8_lossy(locked.key()).into_owned();
         // The fencing token is the key's create revision, which the reply does not carry: read it back.
@@ -455,22 +588,37 @@ async fn hold_the_lock(
 
     // 2. Hold it: do the protected work here. Stop early on a signal, or if the session is lost: then
     //    someone else may already hold the lock, and our token is stale.
+    //    A short etcd outage does not lose the session: its renewer re-opens the keep-alive stream while
+    //    the lease can still be alive. It is lost only when the lease is gone, and then we must stop.
+    let stale = |why: String| {
+        anyhow!(
+            "lost {name} while holding it ({why}); another process may hold it now, so token {} is stale",
+            held.create_revision
+        )
+    };
     tokio::select! {
         () = tokio::time::sleep(hold) => {}
         signal = shutdown.recv() => println!("{signal}: releasing {name} early"),
-        why = session.lost() => bail!(
-            "lost {name} while holding it ({why}); another process may hold it now, so token {} is stale",
-            held.create_revision
-        ),
+        why = session.lost() => return Err(stale(why)),
+    }
+    //    After a freeze (SIGSTOP, a paused VM) both branches above can be ready at once. So before claiming
+    //    that the work ran under the lock, check that the lease surely still lives.
+    if !session.is_alive() {
+        return Err(stale(session.lost().await));
     }
 
     // 3. Release: `unlock` deletes our key, which wakes the next contender. The time is taken before
-    //    unlocking: the work is over before the next holder can start.
+    //    unlocking: the work is over before the next holder can start. Bounded by the dial timeout: if etcd
+    //    does not answer, our key goes when the lease's TTL runs out.
     let released_at = unix_millis();
-    client
-        .unlock(held.key.as_str())
+    exit.call(format!("unlock {}", held.key), client.unlock(held.key.as_str()))
         .await
-        .with_context(|| format!("unlock {}", held.key))?;
+        .map_err(|e| {
+            anyhow!(
+                "{e:#}; {name} frees itself when lease {lease:016x} expires, {}s after its last renewal",
+                session.ttl()
+            )
+        })?;
     println!("released {} at={released_at}", held.key);
     Ok(Outcome::Done)
 }

@@ -3,9 +3,10 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
+use lock::LockKey;
 use test_etcd::{
-    assert_fails_fast_on_dead_endpoint, assert_refused, eventually, keys_under, lease_ids, Bin,
-    Output, Signal, TestEtcd,
+    assert_clean_failure, assert_fails_fast_on_dead_endpoint, assert_refused, eventually,
+    keys_under, lease_ids, Bin, Output, Signal, TestEtcd,
 };
 
 const LOCK: &str = env!("CARGO_BIN_EXE_lock");
@@ -394,4 +395,249 @@ async fn help_names_the_exit_codes_and_the_default_hold_of_try() {
         0,
         "--help touches nothing"
     );
+}
+
+/// The `(lease <id>, ...` a contender prints on its `waiting for` / `trying` line.
+fn lease_in(line: &str) -> i64 {
+    let hex = line
+        .split("(lease ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no lease in {line:?}"));
+    i64::from_str_radix(hex, 16).unwrap()
+}
+
+#[tokio::test]
+async fn holder_survives_a_short_etcd_restart() {
+    let mut etcd = TestEtcd::start().await;
+    // Held longer than its TTL: it only ends well if the renewals resumed after the restart.
+    let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--ttl", "5", "--hold", "8"]);
+    let acquired = holder.line_containing("acquired ", SHORT).await;
+    let key = acquired.split_whitespace().nth(1).unwrap().to_string();
+
+    // A crash of etcd and a restart on the same data, well within the TTL.
+    etcd.kill();
+    etcd.restart().await;
+    let mut client = etcd.client().await;
+    assert_eq!(
+        keys_under(&mut client, "/lock/").await,
+        [key.as_str()],
+        "the holder's key survived the restart"
+    );
+
+    let out = holder.finish(LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+    let turn = turn_of(&out);
+    assert_eq!(turn.key, key);
+    assert_eq!(turn.create_revision.to_string(), field(&acquired, "rev="));
+    assert!(
+        turn.released_at - turn.acquired_at >= 8_000,
+        "held for the whole --hold: {out:#?}"
+    );
+    assert!(!out.stderr.contains("WARN"), "no raw log line: {out:#?}");
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
+}
+
+#[tokio::test]
+async fn waiter_survives_a_short_etcd_restart() {
+    let mut etcd = TestEtcd::start().await;
+    let client = etcd.client().await;
+    let holder = {
+        let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--ttl", "5", "--hold", "8"]);
+        holder.line_containing("acquired ", SHORT).await;
+        holder
+    };
+    let mut waiter = Bin::spawn(LOCK, &etcd.endpoint(), &["--ttl", "5", "--hold", "0.3"]);
+    let waiting = waiter.line_containing("waiting for /lock", SHORT).await;
+    let waiter_key = format!("/lock/{:x}", lease_in(&waiting));
+    queued(&client, 2).await;
+    let mut client = client;
+    let queued_at = client.get(waiter_key.as_str(), None).await.unwrap().kvs()[0].create_revision();
+
+    etcd.kill();
+    etcd.restart().await;
+
+    let holder = holder.finish(LIMIT).await;
+    assert!(holder.status.success(), "{holder:#?}");
+    let waiter = waiter.finish(LIMIT).await;
+    assert!(waiter.status.success(), "{waiter:#?}");
+    // Its lock call broke with the connection, and it asked again rather than dying.
+    assert!(
+        waiter
+            .stdout
+            .contains("asking again with the same lease, which keeps its place in the queue"),
+        "{waiter:#?}"
+    );
+    let (first, second) = (turn_of(&holder), turn_of(&waiter));
+    assert!(
+        first.released_at <= second.acquired_at,
+        "overlap: {first:?} then {second:?}"
+    );
+    assert_eq!(second.key, waiter_key);
+    assert_eq!(
+        second.create_revision, queued_at,
+        "asking again with the same lease kept the waiter's place (and token) in the queue"
+    );
+    for out in [&holder, &waiter] {
+        assert!(
+            !out.stderr.contains("WARN") && !out.stderr.contains("error"),
+            "{out:#?}"
+        );
+    }
+    let mut client = etcd.client().await;
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
+}
+
+#[tokio::test]
+async fn holder_whose_lease_is_revoked_exits_non_zero_with_stale_token() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--ttl", "3", "--hold", "60"]);
+    let waiting = holder.line_containing("waiting for /lock", SHORT).await;
+    let acquired = holder.line_containing("acquired ", SHORT).await;
+    let token = field(&acquired, "rev=").to_string();
+
+    // An operator runs `etcdctl lease revoke` on the holder's lease: its lock key is deleted with it.
+    client.lease_revoke(lease_in(&waiting)).await.unwrap();
+    let revoked = Instant::now();
+    let out = holder.finish(SHORT).await;
+    assert!(
+        revoked.elapsed() < Duration::from_secs(3),
+        "noticed at the next renewal (TTL/3)"
+    );
+    assert_clean_failure(&out);
+    assert!(
+        out.stderr.contains(&format!(
+            "another process may hold it now, so token {token} is stale"
+        )),
+        "{out:#?}"
+    );
+    assert!(out.stderr.contains("no longer exists"), "{out:#?}");
+    assert!(!out.stdout.contains("released"), "{out:#?}");
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
+}
+
+#[tokio::test]
+async fn unlock_against_a_frozen_etcd_is_bounded_by_the_dial_timeout() {
+    let etcd = TestEtcd::start().await;
+    let dial_timeout = Duration::from_secs(2);
+    let mut holder = Bin::spawn(
+        LOCK,
+        &etcd.endpoint(),
+        &["--dial-timeout", "2", "--ttl", "5", "--hold", "60"],
+    );
+    let acquired = holder.line_containing("acquired ", SHORT).await;
+    let key = acquired.split_whitespace().nth(1).unwrap().to_string();
+
+    etcd.freeze();
+    holder.signal(Signal::SIGINT);
+    let signalled = Instant::now();
+    let out = holder.finish(LIMIT).await;
+    let took = signalled.elapsed();
+    etcd.thaw();
+
+    assert!(
+        took < dial_timeout + Duration::from_secs(2),
+        "took {took:?}: {out:#?}"
+    );
+    assert_clean_failure(&out);
+    assert!(
+        out.stdout.contains("Ctrl-C: releasing /lock early"),
+        "{out:#?}"
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "unlock {key}: etcd did not answer within 2s (--dial-timeout)"
+        )) && out.stderr.contains("frees itself when lease"),
+        "{out:#?}"
+    );
+    assert!(!out.stderr.contains("KeepAliveTimedOut"), "{out:#?}");
+    assert!(!out.stdout.contains("released"), "{out:#?}");
+}
+
+#[tokio::test]
+async fn frozen_holder_past_its_ttl_loses_the_lock_to_the_next_contender() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--ttl", "2", "--hold", "60"]);
+    let acquired = holder.line_containing("acquired ", SHORT).await;
+    let stale = LockKey {
+        key: acquired.split_whitespace().nth(1).unwrap().to_string(),
+        create_revision: field(&acquired, "rev=").parse().unwrap(),
+    };
+
+    // The holder freezes (a GC pause, a paused VM): no renewals, so its lease runs out.
+    holder.signal(Signal::SIGSTOP);
+    let mut next = Bin::spawn(LOCK, &etcd.endpoint(), &["--ttl", "5", "--hold", "60"]);
+    let line = next.line_containing("acquired ", SHORT).await;
+    let fresh = LockKey {
+        key: line.split_whitespace().nth(1).unwrap().to_string(),
+        create_revision: field(&line, "rev=").parse().unwrap(),
+    };
+    assert!(fresh.create_revision > stale.create_revision);
+
+    // The frozen holder's token is refused by a fenced write; the new holder's is accepted.
+    assert_eq!(
+        lock::put_if_holder(&mut client, &stale, "/res", "late")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(lock::put_if_holder(&mut client, &fresh, "/res", "current")
+        .await
+        .unwrap()
+        .is_some());
+
+    // Woken up, the old holder finds its session lost and stops, naming its token as stale.
+    holder.signal(Signal::SIGCONT);
+    let out = holder.finish(SHORT).await;
+    assert_clean_failure(&out);
+    assert!(
+        out.stderr
+            .contains(&format!("so token {} is stale", stale.create_revision)),
+        "{out:#?}"
+    );
+    assert!(!out.stdout.contains("released"), "{out:#?}");
+    assert_eq!(
+        test_etcd::get_value(&mut client, "/res").await.as_deref(),
+        Some("current")
+    );
+    assert_eq!(
+        keys_under(&mut client, "/lock/").await,
+        [fresh.key.as_str()]
+    );
+
+    next.signal(Signal::SIGINT);
+    assert!(next.finish(SHORT).await.status.success());
+    client.delete("/res", None).await.unwrap();
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
+}
+
+#[tokio::test]
+async fn demo_refuses_to_start_when_its_protected_key_holds_someone_elses_data() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    test_etcd::put(&mut client, "/demo/protected-config", "the learner's own").await;
+
+    let out = assert_refused(
+        LOCK,
+        &etcd.endpoint(),
+        &[],
+        "/demo/protected-config already exists",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:#?}");
+    assert_eq!(
+        test_etcd::get_value(&mut client, "/demo/protected-config")
+            .await
+            .as_deref(),
+        Some("the learner's own"),
+        "left untouched"
+    );
+    assert!(keys_under(&mut client, "/lock").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0, "nothing was granted");
 }

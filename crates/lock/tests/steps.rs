@@ -163,13 +163,15 @@ async fn fenced_write_rejects_a_holder_whose_lease_expired() {
     assert!(
         lock::put_if_holder(&mut client, &stalled, "/res", "one")
             .await
-            .unwrap(),
+            .unwrap()
+            .is_some(),
         "the holder may write"
     );
     assert!(
         lock::put_if_holder(&mut client, &stalled, "/res", "two")
             .await
-            .unwrap(),
+            .unwrap()
+            .is_some(),
         "and write again while it holds"
     );
 
@@ -188,13 +190,15 @@ async fn fenced_write_rejects_a_holder_whose_lease_expired() {
         lock::put_if_holder(&mut client, &next, "/res", "new holder")
             .await
             .unwrap()
+            .is_some()
     );
 
     // The stalled holder wakes up and writes with its old token: refused, and nothing changed.
     assert!(
-        !lock::put_if_holder(&mut client, &stalled, "/res", "stale")
+        lock::put_if_holder(&mut client, &stalled, "/res", "stale")
             .await
-            .unwrap(),
+            .unwrap()
+            .is_none(),
         "a stale token must be rejected"
     );
     assert_eq!(
@@ -205,9 +209,10 @@ async fn fenced_write_rejects_a_holder_whose_lease_expired() {
     drop(fresh);
     client.lease_revoke(lease).await.unwrap();
     // Even after the new holder is gone, the old token stays refused: its key never comes back.
-    assert!(!lock::put_if_holder(&mut client, &stalled, "/res", "stale")
+    assert!(lock::put_if_holder(&mut client, &stalled, "/res", "stale")
         .await
-        .unwrap());
+        .unwrap()
+        .is_none());
 }
 
 /// What step 6 of the demo relies on: a lock taken without a lease gets a server lease that nobody renews.
@@ -307,4 +312,92 @@ async fn a_session_reports_lost_when_its_lease_is_revoked_under_it() {
     assert!(why.contains("no longer exists"), "{why}");
     // Asking again gives the same answer instead of polling a finished task.
     assert_eq!(session.lost().await, why);
+}
+
+/// The same fault as keepalive's `a_broken_stream_is_reopened_while_the_lease_is_alive`: the two topics
+/// keep separate copies of the renewal logic, and this keeps the lock's copy honest.
+#[tokio::test]
+async fn a_session_reopens_its_stream_after_an_etcd_restart() {
+    let mut etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut session = start_session(&mut client, 5).await;
+    let held = lock_on(&mut client, "/l", session.lease_id()).await;
+
+    etcd.kill();
+    etcd.restart().await;
+    let restarted = std::time::Instant::now();
+
+    // A renewal confirmed after the restart moves the session's deadline past restart + TTL. Until then,
+    // and after, the session is not lost.
+    let ttl = Duration::from_secs(session.ttl() as u64);
+    while session.alive_until() < restarted + ttl {
+        assert!(
+            restarted.elapsed() < ttl,
+            "no renewal confirmed within a TTL of the restart"
+        );
+        tokio::select! {
+            why = session.lost() => panic!("the session was lost across a short restart: {why}"),
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    assert!(session.is_alive());
+
+    let mut client = etcd.client().await;
+    let left = client
+        .lease_time_to_live(session.lease_id(), None)
+        .await
+        .unwrap()
+        .ttl();
+    assert!(left > 0, "the lease lives on the server");
+    assert_eq!(keys_under(&mut client, "/l/").await, [held.key.as_str()]);
+    assert!(
+        lock::put_if_holder(&mut client, &held, "/res", "after the restart")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let lease = session.lease_id();
+    drop(session);
+    client.lease_revoke(lease).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_is_lost_only_once_its_ttl_ran_out_while_etcd_stays_down() {
+    let mut etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut session = start_session(&mut client, 3).await;
+
+    etcd.stop();
+    let why = tokio::time::timeout(TIMEOUT, session.lost())
+        .await
+        .expect("lost within the TTL, not later");
+    assert!(
+        std::time::Instant::now() >= session.alive_until(),
+        "reported lost while the lease could still be alive: {why}"
+    );
+    assert!(
+        why.contains(&format!("{:016x}", session.lease_id())),
+        "{why}"
+    );
+    assert!(!session.is_alive());
+}
+
+#[tokio::test]
+async fn a_fenced_write_returns_the_revision_it_wrote_at() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let session = start_session(&mut client, 10).await;
+    let held = lock_on(&mut client, "/l", session.lease_id()).await;
+
+    let written_at = lock::put_if_holder(&mut client, &held, "/res", "v")
+        .await
+        .unwrap()
+        .expect("the holder may write");
+    let got = client.get("/res", None).await.unwrap();
+    assert_eq!(got.kvs()[0].mod_revision(), written_at);
+
+    let lease = session.lease_id();
+    drop(session);
+    client.lease_revoke(lease).await.unwrap();
 }
