@@ -12,8 +12,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use log::debug;
 
-/// Pause between attempts to re-open a broken keep-alive stream.
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// First pause between attempts to re-open a broken keep-alive stream. It doubles after each failed
+/// attempt, up to [`MAX_PAUSE`] (or a third of the TTL, if that is shorter), so an etcd that is down or
+/// stalled is not asked in a busy loop, and one that comes back is asked again soon.
+const FIRST_PAUSE: Duration = Duration::from_millis(200);
+const MAX_PAUSE: Duration = Duration::from_secs(2);
 
 /// What etcd answered to one renewal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +24,8 @@ pub enum Renewal {
     /// The lease is renewed: it now has `ttl` seconds again.
     Alive { ttl: i64 },
     /// etcd answered with TTL 0: the lease no longer exists (it expired, or someone revoked it), and the
-    /// keys that were attached to it are deleted. Renewing cannot bring it back.
+    /// keys that were still attached to it are deleted. Renewing cannot bring it back.
+    /// [`KeptLease::why_gone`] says which, when timing can tell.
     Gone,
 }
 
@@ -108,41 +112,69 @@ impl KeptLease {
     }
 
     /// Re-opens a broken keep-alive stream with `client.lease_keep_alive(id)`, which also renews the
-    /// lease, trying again every half second until the lease's [`deadline`](Self::deadline). Past it etcd
-    /// has ended the lease (or is about to), so this fails rather than pretend the keys still exist. It
-    /// fails at once when etcd says the lease is gone.
+    /// lease, until the lease's [`deadline`](Self::deadline). Past it etcd has ended the lease (or is
+    /// about to), so this fails rather than pretend the keys still exist. It fails at once when etcd says
+    /// the lease is gone.
+    ///
+    /// Each attempt is bounded by a third of the TTL: an etcd that accepts connections but does not
+    /// answer (stalled, frozen, overloaded) would otherwise hold the first attempt until the deadline,
+    /// even if it recovers in between. Between attempts it pauses, a little longer each time (capped).
     pub async fn reopen(&mut self, client: &mut Client) -> Result<()> {
         let id = self.id;
         let deadline = self.deadline();
+        let every = self.renew_every();
+        let mut pause = FIRST_PAUSE;
         let mut last_error = String::from("no attempt finished in time");
         while Instant::now() < deadline {
             let sent_at = Instant::now();
-            match tokio::time::timeout_at(deadline.into(), client.lease_keep_alive(id)).await {
+            let attempt_ends = deadline.min(sent_at + every);
+            match tokio::time::timeout_at(attempt_ends.into(), client.lease_keep_alive(id)).await {
                 Ok(Ok((keeper, answers))) => {
                     self.keeper = keeper;
                     self.answers = answers;
                     self.renewed_at = sent_at;
-                    self.next_renewal = sent_at + self.renew_every();
+                    self.next_renewal = sent_at + every;
                     return Ok(());
                 }
                 // etcd answered, with TTL 0: `lease_keep_alive` reports that as this error ("lease not found").
-                Ok(Err(etcd_client::Error::LeaseKeepAliveError(why))) => bail!(
-                    "lease {id:016x} is gone ({why}): it expired or was revoked, and its keys with it"
-                ),
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(why))) => {
+                    bail!("lease {id:016x} is gone ({why}): {}", self.why_gone())
+                }
                 Ok(Err(e)) => {
                     last_error = brief(&e);
                     debug!("re-opening the keep-alive stream for lease {id:016x} failed: {e}");
                 }
-                Err(_) => break,
+                Err(_) => {
+                    last_error = format!("no answer within {:.1?}", attempt_ends - sent_at);
+                    debug!("re-opening the keep-alive stream for lease {id:016x}: {last_error}");
+                }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::sleep(RETRY_PAUSE.min(left)).await;
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(MAX_PAUSE).min(every);
         }
         bail!(
             "could not renew lease {id:016x} within its TTL of {}s, so etcd deletes its keys as soon as it \
              sees the TTL run out (last error: {last_error})",
             self.ttl
         )
+    }
+
+    /// Why a lease that etcd reports gone is gone, as far as timing can tell. etcd renewed the lease no
+    /// earlier than our last confirmed renewal was sent, so it cannot expire before [`Self::deadline`]:
+    /// gone before that instant means revoked (`etcdctl lease revoke`, or another client's
+    /// `lease_revoke`). Gone after it may be either: etcd answers TTL 0 for both.
+    pub fn why_gone(&self) -> String {
+        let now = Instant::now();
+        match self.deadline().checked_duration_since(now) {
+            Some(left) if !left.is_zero() => format!(
+                "it was revoked, since it still had {left:.1?} of its {}s TTL left by our last renewal",
+                self.ttl
+            ),
+            _ => "it expired or was revoked (its TTL had run out since our last renewal, so etcd's \
+                  answer cannot tell which)"
+                .to_string(),
+        }
     }
 }
 

@@ -18,8 +18,8 @@
 //! - renews every TTL/3, so a renewal can be late or lost and the lease still lives;
 //! - treats an answer with TTL 0 as "the lease is gone" (it expired, or someone ran `etcdctl lease revoke`):
 //!   renewing cannot bring it back, the key is already deleted, so this program exits with an error;
-//! - re-opens the stream when it breaks (etcd restarted, connection reset), as long as the lease is still
-//!   inside its TTL (last confirmed renewal + TTL); past that it fails clearly.
+//! - re-opens the stream when it breaks (etcd restarted or stalled, connection reset), as long as the
+//!   lease is still inside its TTL (last confirmed renewal + TTL); past that it fails clearly.
 //!
 //! Run it (with an etcd from `scripts/etcd.sh up`):
 //!
@@ -57,7 +57,15 @@ async fn run(args: cli::Args) -> Result<()> {
 
     // 0. Connect: `Client::connect` plus a `status()` probe, because `Client::connect` alone is lazy
     //    (see the `kv` topic and crates/etcd-connect/src/lib.rs).
-    let mut client = etcd_connect::connect(&args.connect).await?;
+    //    An etcd that accepts connections but does not answer keeps this waiting up to --dial-timeout,
+    //    so Ctrl-C is listened to meanwhile: nothing exists in etcd yet, so there is nothing to clean up.
+    let mut client = tokio::select! {
+        client = etcd_connect::connect(&args.connect) => client?,
+        signal = shutdown.recv() => {
+            println!("{signal} while connecting: stopped; nothing was created in etcd");
+            return Ok(());
+        }
+    };
     println!("connected to etcd at {}", args.connect.endpoints_shown());
 
     // 1. Grant a lease: a countdown on the server, as in the `lease` topic. etcd may grant more than we
@@ -107,7 +115,7 @@ async fn run(args: cli::Args) -> Result<()> {
     let mut answers = 0;
     loop {
         let renewal = tokio::select! {
-            signal = shutdown.recv() => return stop(&mut client, &args, lease_id, signal).await,
+            signal = shutdown.recv() => return stop(&mut client, &args, &lease, signal).await,
             renewal = lease.renew_when_due() => renewal,
         };
         match renewal {
@@ -115,17 +123,33 @@ async fn run(args: cli::Args) -> Result<()> {
                 answers += 1;
                 println!("   ttl: {ttl} (renewal {answers}: lease {id} has {ttl}s again)");
                 if args.count == Some(answers) {
-                    return stop(&mut client, &args, lease_id, "--count reached").await;
+                    return stop(&mut client, &args, &lease, "--count reached").await;
                 }
             }
-            Ok(Renewal::Gone) => bail!(
-                "lease {id} is gone: etcd answered a renewal with TTL 0 (it expired or was revoked \
-                 elsewhere), and {key} was deleted with it"
-            ),
+            Ok(Renewal::Gone) => {
+                // etcd's TTL 0 does not say why; our own timing sometimes can (`why_gone`). Nor does it
+                // say what became of the key: read it back rather than assume it was deleted.
+                let why = lease.why_gone();
+                let key_now = match tokio::time::timeout(
+                    args.connect.dial_timeout,
+                    client.get(key.as_str(), None),
+                )
+                .await
+                {
+                    Ok(Ok(got)) => match got.kvs().first() {
+                        None => format!("etcd deleted {key} with it"),
+                        Some(_) => format!(
+                            "{key} is still there: another client overwrote it, which took it off the lease"
+                        ),
+                    },
+                    _ => format!("etcd deleted {key} with it if it was still on the lease"),
+                };
+                bail!("lease {id} is gone: etcd answered a renewal with TTL 0; {why}; {key_now}")
+            }
             Err(broken) => {
                 println!("   keep-alive stream broke ({broken:#}); re-opening it before the TTL runs out");
                 tokio::select! {
-                    signal = shutdown.recv() => return stop(&mut client, &args, lease_id, signal).await,
+                    signal = shutdown.recv() => return stop(&mut client, &args, &lease, signal).await,
                     reopened = lease.reopen(&mut client) => reopened?,
                 }
                 println!("   keep-alive stream re-opened; lease {id} renewed");
@@ -135,22 +159,42 @@ async fn run(args: cli::Args) -> Result<()> {
 }
 
 // 5. The clean way out, on Ctrl-C, SIGTERM or `--count`: revoke the lease, so etcd deletes the key now
-//    instead of up to a TTL later. Bounded by the dial timeout, so stopping never hangs on an etcd that
-//    stopped answering; the key then goes when the TTL runs out, since nobody renews it any more.
-async fn stop(client: &mut Client, args: &cli::Args, lease_id: i64, why: &str) -> Result<()> {
-    let dial_timeout = args.connect.dial_timeout;
-    tokio::time::timeout(dial_timeout, client.lease_revoke(lease_id))
+//    instead of up to a TTL later. Say what it really did: read the key first, because another client
+//    may have overwritten it, which takes it off our lease (a revoke then leaves it alone). Both calls
+//    together are bounded by the dial timeout, so stopping never hangs on an etcd that stopped
+//    answering; the key then goes when the TTL runs out, since nobody renews it any more.
+async fn stop(client: &mut Client, args: &cli::Args, lease: &KeptLease, why: &str) -> Result<()> {
+    let (key, dial_timeout, ttl) = (&args.key, args.connect.dial_timeout, lease.ttl);
+    let id = format!("{:016x}", lease.id);
+    let deadline = tokio::time::Instant::now() + dial_timeout;
+    let no_answer = || {
+        anyhow!(
+            "{why}: etcd did not answer within {dial_timeout:?}, so lease {id} may not be revoked; \
+             {key} goes when its TTL of {ttl}s runs out, since nobody renews it now"
+        )
+    };
+    // The lease the key is on now: Some(0) for none, None for a key that is gone.
+    let before = match tokio::time::timeout_at(deadline, client.get(key.as_str(), None)).await {
+        Ok(Ok(got)) => Ok(got.kvs().first().map(|kv| kv.lease())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => return Err(no_answer()),
+    };
+    tokio::time::timeout_at(deadline, client.lease_revoke(lease.id))
         .await
-        .map_err(|_| {
-            anyhow!(
-                "revoke lease {lease_id:016x}: no answer within {dial_timeout:?}; {} goes when its TTL runs out",
-                args.key
-            )
-        })?
-        .with_context(|| format!("revoke lease {lease_id:016x}"))?;
-    println!(
-        "{why}: revoked lease {lease_id:016x}, so etcd deleted {} at once",
-        args.key
-    );
+        .map_err(|_| no_answer())?
+        .with_context(|| format!("{why}: revoke lease {id}"))?;
+    match before {
+        Ok(Some(on)) if on == lease.id => {
+            println!("{why}: revoked lease {id}, so etcd deleted {key} at once")
+        }
+        Ok(Some(_)) => println!(
+            "{why}: revoked lease {id}; {key} was overwritten by another client and is no longer on it, so it stays"
+        ),
+        Ok(None) => println!("{why}: revoked lease {id}; {key} was already gone, so it deleted nothing"),
+        Err(e) => {
+            log::debug!("reading {key} before the revoke failed: {e}");
+            println!("{why}: revoked lease {id}, so etcd deleted {key} if it was still on it");
+        }
+    }
     Ok(())
 }

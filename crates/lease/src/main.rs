@@ -36,9 +36,16 @@ mod cli;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use etcd_client::{LeaseTimeToLiveOptions, PutOptions, WatchOptions};
+use etcd_client::{Client, LeaseTimeToLiveOptions, PutOptions, WatchOptions, WatchStream};
+use lease::Watched;
+use tokio::time::MissedTickBehavior;
+
+/// First pause before re-opening a broken watch; it doubles after each failed attempt, up to
+/// [`MAX_PAUSE`], so a down etcd is asked a few times a second at first and then every few seconds.
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+const MAX_PAUSE: Duration = Duration::from_secs(4);
 
 // One lease, one watch, one timer, handled in turn by a `select!`: the single-threaded runtime is enough.
 #[tokio::main(flavor = "current_thread")]
@@ -53,8 +60,16 @@ async fn run(args: cli::Args) -> Result<()> {
     let mut shutdown = etcd_connect::Shutdown::listen()?;
 
     // 0. Connect: `Client::connect` plus a `status()` probe, because `Client::connect` alone is lazy
-    //    (see the `kv` topic and crates/etcd-connect/src/lib.rs).
-    let mut client = etcd_connect::connect(&args.connect).await?;
+    //    (see the `kv` topic and crates/etcd-connect/src/lib.rs). An etcd that accepts connections but
+    //    does not answer keeps this waiting up to --dial-timeout, so Ctrl-C is listened to meanwhile:
+    //    nothing exists in etcd yet, so there is nothing to clean up.
+    let mut client = tokio::select! {
+        client = etcd_connect::connect(&args.connect) => client?,
+        signal = shutdown.recv() => {
+            println!("{signal} while connecting: stopped; nothing was created in etcd");
+            return Ok(());
+        }
+    };
     println!("connected to etcd at {}", args.connect.endpoints_shown());
 
     // 1. Grant a lease, as in the article. Nothing is deleted yet: a lease is only a countdown kept by
@@ -98,64 +113,147 @@ async fn run(args: cli::Args) -> Result<()> {
     println!("-- beyond the article --");
 
     // 3. Watch the key from the revision right after our PUT, not from "now": etcd replays every change
-    //    since then, so even a deletion that happens before the watch is set up is seen.
-    let mut watch = client
-        .watch(
-            key.as_str(),
-            Some(WatchOptions::new().with_start_revision(revision + 1)),
-        )
+    //    since then, so even a deletion that happens before the watch is set up is seen. Bounded by the
+    //    dial timeout: if etcd stalls here, step 4 opens the watch again later, from the same revision.
+    let watch = match tokio::time::timeout(dial_timeout, open_watch(&mut client, key, revision + 1))
         .await
-        .with_context(|| format!("watch {key} from revision {}", revision + 1))?;
-    println!(
-        "3. watching {key} from revision {}; Ctrl-C revokes the lease instead of waiting",
-        revision + 1
-    );
+    {
+        Ok(watch) => {
+            Some(watch.with_context(|| format!("watch {key} from revision {}", revision + 1))?)
+        }
+        Err(_) => None,
+    };
+    let from = revision + 1;
+    match watch {
+        Some(_) => println!("3. watching {key} from revision {from}; Ctrl-C revokes the lease instead of waiting"),
+        None => println!(
+            "3. etcd did not answer the watch within {dial_timeout:?}; trying again from revision {from}; \
+             Ctrl-C revokes the lease instead of waiting"
+        ),
+    }
 
-    // 4. Wait for etcd to delete the key (`lease::wait_for_delete` in src/lib.rs reads the watch),
-    //    showing the countdown meanwhile. The first tick of the interval is immediate.
-    let mut countdown = tokio::time::interval(countdown_every(ttl));
-    let failed = loop {
+    // 4. Wait for etcd to delete the key, showing the countdown meanwhile (see `wait` below). A signal
+    //    ends the wait wherever it is, even in the middle of a call to a stalled etcd.
+    let lease = Lease {
+        id: lease_id,
+        ttl,
+        asked_at,
+    };
+    let mut waiter = client.clone();
+    let failed = tokio::select! {
+        waited = wait(&mut waiter, &args, &lease, watch, revision + 1) => match waited {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        },
+        signal = shutdown.recv() => {
+            let done = revoke(&mut client, &args, &lease).await;
+            return done.map(|what| println!("{signal}: {what}")).map_err(|e| anyhow!("{signal}: {e}"));
+        }
+    };
+
+    // The wait cannot end well any more: revoke the lease rather than leave it ticking for nothing. This
+    // is on the way to an error exit, so its own failure is only added to the message.
+    match revoke(&mut client, &args, &lease).await {
+        Ok(what) => bail!("{failed:#}; {what}"),
+        Err(e) => bail!("{failed:#}; {e}"),
+    }
+}
+
+/// What step 4 and 5 need to know about the lease.
+struct Lease {
+    id: i64,
+    /// The TTL etcd granted, in seconds.
+    ttl: i64,
+    /// When the grant was asked for: etcd's countdown started after this.
+    asked_at: Instant,
+}
+
+async fn open_watch(
+    client: &mut Client,
+    key: &str,
+    from: i64,
+) -> Result<WatchStream, etcd_client::Error> {
+    client
+        .watch(key, Some(WatchOptions::new().with_start_revision(from)))
+        .await
+}
+
+// 4. Wait for etcd to delete the key (`lease::wait_for_delete` in src/lib.rs reads the watch), showing
+//    the countdown meanwhile. etcd may stall or restart during the wait; the lease lives on the server
+//    all the same, so a broken watch or an unanswered question is no reason to give up:
+//    - each `lease_time_to_live` of the countdown is bounded; without an answer it skips that tick;
+//    - a broken watch is opened again from the revision after the last event seen, so no event is
+//      missed, with a growing pause between attempts (capped at 4 s) while etcd does not answer.
+async fn wait(
+    client: &mut Client,
+    args: &cli::Args,
+    lease: &Lease,
+    mut watch: Option<WatchStream>,
+    mut next_revision: i64,
+) -> Result<()> {
+    let (key, dial_timeout, ttl) = (&args.key, args.connect.dial_timeout, lease.ttl);
+    let id = format!("{:016x}", lease.id);
+    let every = countdown_every(ttl);
+    // The first tick is immediate; after a long stall, skip the ticks that were missed.
+    let mut countdown = tokio::time::interval(every);
+    countdown.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut pause = FIRST_PAUSE;
+    let mut silent = false;
+    loop {
+        let Some(stream) = watch.as_mut() else {
+            // (Re-)open the watch, bounded like every call, then pause a little longer each time.
+            match tokio::time::timeout(dial_timeout, open_watch(client, key, next_revision)).await {
+                Ok(Ok(stream)) => {
+                    println!("   watching {key} again from revision {next_revision}");
+                    watch = Some(stream);
+                    pause = FIRST_PAUSE;
+                }
+                Ok(Err(e)) => log::debug!("re-opening the watch failed: {e}"),
+                Err(_) => log::debug!("re-opening the watch: no answer within {dial_timeout:?}"),
+            }
+            if watch.is_none() {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            continue;
+        };
         tokio::select! {
-            deleted = lease::wait_for_delete(&mut watch, lease_id) => {
-                let revision = match deleted {
-                    Ok(revision) => revision,
-                    Err(e) => break e,
+            watched = lease::wait_for_delete(stream, lease.id, &mut next_revision) => {
+                let revision = match watched? {
+                    Watched::Deleted { revision } => revision,
+                    Watched::Broken(e) => {
+                        log::debug!("the watch broke: {e}");
+                        println!("   the watch of {key} broke; opening it again from revision {next_revision}");
+                        watch = None;
+                        continue;
+                    }
                 };
-                // A DELETE alone does not say why. Ask about the lease: if it still exists, someone
-                // deleted the key by hand (`etcdctl del`), and the lease lives on without it.
-                let status = client
-                    .lease_time_to_live(lease_id, None)
-                    .await
-                    .with_context(|| format!("ask about lease {id} after {key} was deleted"))?;
-                if status.ttl() >= 0 {
-                    break anyhow!(
-                        "{key} was deleted by another client at revision {revision}, with {}s left on lease {id}",
-                        status.ttl()
-                    );
-                }
-                // The lease is gone too: it expired, or someone revoked it (`etcdctl lease revoke`).
-                // etcd started the countdown after `asked_at`, so it cannot expire before
-                // `asked_at + ttl`: a lease gone earlier was revoked. (A revoke seen only after that
-                // instant, through a slow watch, reads as an expiry: the one case this cannot tell.)
-                let after = asked_at.elapsed();
-                if after < Duration::from_secs(ttl as u64) {
-                    println!(
-                        "4. lease {id} was revoked after {after:.1?}, before its TTL of {ttl}s ran out \
-                         (`etcdctl lease revoke` does that): etcd deleted {key} with it at revision {revision}"
-                    );
-                } else {
-                    println!(
-                        "4. {key} expired after {after:.1?}: etcd deleted it with lease {id} at revision {revision}"
-                    );
-                }
-                return Ok(());
+                return explain_delete(client, args, lease, revision).await;
             }
             _ = countdown.tick() => {
                 // `etcdctl lease timetolive <id> --keys`: the whole seconds left, and the keys attached.
-                let status = client
-                    .lease_time_to_live(lease_id, Some(LeaseTimeToLiveOptions::new().with_keys()))
-                    .await
-                    .with_context(|| format!("ask the TTL of lease {id}"))?;
+                // Bounded by the tick, so a stalled etcd delays the next line by one tick at most.
+                let asked = tokio::time::timeout(
+                    every.min(dial_timeout),
+                    client.lease_time_to_live(lease.id, Some(LeaseTimeToLiveOptions::new().with_keys())),
+                )
+                .await;
+                let status = match asked {
+                    Ok(Ok(status)) => status,
+                    not_answered => {
+                        log::debug!("asking the TTL of lease {id}: {not_answered:?}");
+                        if !silent {
+                            println!(
+                                "   lease {id}: etcd does not answer; waiting for it (the lease lives on the server)"
+                            );
+                        }
+                        silent = true;
+                        continue;
+                    }
+                };
+                if std::mem::take(&mut silent) {
+                    println!("   lease {id}: etcd answers again");
+                }
                 if status.ttl() < 0 {
                     // etcd answers TTL -1, not an error, for a lease that is gone. Here it just ended,
                     // and its delete event is on its way through the watch.
@@ -170,31 +268,87 @@ async fn run(args: cli::Args) -> Result<()> {
                     keys.join(", ")
                 );
             }
-            signal = shutdown.recv() => {
-                // Revoking ends the lease now and deletes its keys before it answers; without it the key
-                // would linger until the TTL runs out. Bounded by the dial timeout, so Ctrl-C never hangs
-                // on an etcd that stopped answering (the key then goes when the TTL runs out).
-                tokio::time::timeout(dial_timeout, client.lease_revoke(lease_id))
-                    .await
-                    .map_err(|_| {
-                        anyhow!("revoke lease {id}: no answer within {dial_timeout:?}; {key} goes when its TTL runs out")
-                    })?
-                    .with_context(|| format!("revoke lease {id}"))?;
-                println!("{signal}: revoked lease {id}, so etcd deleted {key} at once");
-                return Ok(());
-            }
-        }
-    };
-
-    // The wait cannot end well any more: revoke the lease rather than leave it ticking for nothing. This
-    // is on the way to an error exit, so its own failure is only logged, and bounded like the one above.
-    match tokio::time::timeout(dial_timeout, client.lease_revoke(lease_id)).await {
-        Ok(Ok(_)) => Err(anyhow!("{failed:#}; lease {id} is now revoked")),
-        not_revoked => {
-            log::debug!("revoking lease {id} after a failure did not work: {not_revoked:?}");
-            Err(failed)
         }
     }
+}
+
+/// The end of step 4: etcd deleted the key at `revision`. Says why.
+async fn explain_delete(
+    client: &mut Client,
+    args: &cli::Args,
+    lease: &Lease,
+    revision: i64,
+) -> Result<()> {
+    let (key, ttl) = (&args.key, lease.ttl);
+    let id = format!("{:016x}", lease.id);
+    // A DELETE alone does not say why. Ask about the lease: if it still exists, someone deleted the key
+    // by hand (`etcdctl del`), and the lease lives on without it.
+    let status = tokio::time::timeout(
+        args.connect.dial_timeout,
+        client.lease_time_to_live(lease.id, None),
+    )
+    .await
+    .map_err(|_| anyhow!("no answer within {:?}", args.connect.dial_timeout))
+    .and_then(|answer| answer.map_err(anyhow::Error::from))
+    .with_context(|| format!("etcd deleted {key} at revision {revision}, but asking why failed"))?;
+    if status.ttl() >= 0 {
+        bail!(
+            "{key} was deleted by another client at revision {revision}, with {}s left on lease {id}",
+            status.ttl()
+        );
+    }
+    // The lease is gone too: it expired, or someone revoked it (`etcdctl lease revoke`). etcd started
+    // the countdown after `asked_at`, so it cannot expire before `asked_at + ttl`: a lease gone earlier
+    // was revoked. (A revoke seen only after that instant, through a slow watch, reads as an expiry: the
+    // one case this cannot tell.)
+    let after = lease.asked_at.elapsed();
+    if after < Duration::from_secs(ttl as u64) {
+        println!(
+            "4. lease {id} was revoked after {after:.1?}, before its TTL of {ttl}s ran out \
+             (`etcdctl lease revoke` does that): etcd deleted {key} with it at revision {revision}"
+        );
+    } else {
+        println!("4. {key} expired after {after:.1?}: etcd deleted it with lease {id} at revision {revision}");
+    }
+    Ok(())
+}
+
+// 5. Revoke the lease, on Ctrl-C or SIGTERM or after a failed wait: it ends the lease now and deletes its
+//    keys before it answers; without it the key would linger until the TTL runs out. Say what it really
+//    did: read the key first, because another client may have overwritten it, which takes it off our
+//    lease (a revoke then leaves it alone). Both calls together are bounded by the dial timeout, so
+//    stopping never hangs on an etcd that stopped answering. Returns what happened, in words.
+async fn revoke(client: &mut Client, args: &cli::Args, lease: &Lease) -> Result<String> {
+    let (key, dial_timeout, ttl) = (&args.key, args.connect.dial_timeout, lease.ttl);
+    let id = format!("{:016x}", lease.id);
+    let deadline = tokio::time::Instant::now() + dial_timeout;
+    let no_answer = || {
+        anyhow!(
+            "etcd did not answer within {dial_timeout:?}, so lease {id} may not be revoked; \
+             {key} goes when its TTL of {ttl}s runs out, since nobody renews it"
+        )
+    };
+    // The lease the key is on now: Some(0) for none, None for a key that is gone.
+    let before = match tokio::time::timeout_at(deadline, client.get(key.as_str(), None)).await {
+        Ok(Ok(got)) => Ok(got.kvs().first().map(|kv| kv.lease())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => return Err(no_answer()),
+    };
+    tokio::time::timeout_at(deadline, client.lease_revoke(lease.id))
+        .await
+        .map_err(|_| no_answer())?
+        .with_context(|| format!("revoke lease {id}"))?;
+    Ok(match before {
+        Ok(Some(on)) if on == lease.id => format!("revoked lease {id}, so etcd deleted {key} at once"),
+        Ok(Some(_)) => format!(
+            "revoked lease {id}; {key} was overwritten by another client and is no longer on it, so it stays"
+        ),
+        Ok(None) => format!("revoked lease {id}; {key} was already gone, so it deleted nothing"),
+        Err(e) => {
+            log::debug!("reading {key} before the revoke failed: {e}");
+            format!("revoked lease {id}, so etcd deleted {key} if it was still on it")
+        }
+    })
 }
 
 /// How often step 4 prints the remaining TTL: a quarter of the TTL, between 1 and 5 seconds, so a short

@@ -183,7 +183,7 @@ async fn a_key_overwritten_off_the_lease_ends_the_program_and_revokes_the_lease(
     assert!(
         out.stderr.contains(&format!(
             "another client overwrote name without lease {id:016x}"
-        )) && out.stderr.contains("is now revoked"),
+        )) && out.stderr.contains(&format!("revoked lease {id:016x}")),
         "{}",
         out.stderr
     );

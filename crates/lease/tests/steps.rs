@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use etcd_client::{Client, PutOptions, WatchOptions, WatchStream};
+use lease::Watched;
 use test_etcd::{lease_exists, lease_of, TestEtcd};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -22,6 +23,21 @@ async fn leased(client: &mut Client, keys: &[&str]) -> (i64, i64) {
     (lease_id, revision)
 }
 
+/// Runs `lease::wait_for_delete` on a watch started at `from`, and returns the delete's revision.
+async fn wait_deleted(watch: &mut WatchStream, lease_id: i64, from: i64) -> anyhow::Result<i64> {
+    let mut next = from;
+    let watched = tokio::time::timeout(LIMIT, lease::wait_for_delete(watch, lease_id, &mut next))
+        .await
+        .expect("the watch answers in time")?;
+    match watched {
+        Watched::Deleted { revision } => {
+            assert_eq!(next, revision + 1, "next_revision moves past the delete");
+            Ok(revision)
+        }
+        Watched::Broken(e) => panic!("the watch broke against a healthy etcd: {e}"),
+    }
+}
+
 async fn watch_from(client: &mut Client, key: &str, revision: i64) -> WatchStream {
     client
         .watch(key, Some(WatchOptions::new().with_start_revision(revision)))
@@ -38,10 +54,7 @@ async fn a_revoke_ends_the_wait_at_the_delete_and_takes_every_key_of_the_lease()
     let mut watch = watch_from(&mut client, "/t/a", put + 1).await;
 
     client.lease_revoke(lease_id).await.unwrap();
-    let deleted_at = tokio::time::timeout(LIMIT, lease::wait_for_delete(&mut watch, lease_id))
-        .await
-        .expect("the delete event arrives")
-        .unwrap();
+    let deleted_at = wait_deleted(&mut watch, lease_id, put + 1).await.unwrap();
 
     assert_eq!(deleted_at, put + 1, "the revoke was the next write");
     assert_eq!(lease_of(&mut client, "/t/a").await, None);
@@ -62,10 +75,7 @@ async fn a_watch_started_after_the_put_revision_still_sees_a_delete_that_came_fi
     client.lease_revoke(lease_id).await.unwrap();
 
     let mut watch = watch_from(&mut client, "/t/a", put + 1).await;
-    let deleted_at = tokio::time::timeout(LIMIT, lease::wait_for_delete(&mut watch, lease_id))
-        .await
-        .expect("the past delete is replayed")
-        .unwrap();
+    let deleted_at = wait_deleted(&mut watch, lease_id, put + 1).await.unwrap();
     assert_eq!(deleted_at, put + 1);
 }
 
@@ -81,10 +91,7 @@ async fn a_rewrite_on_the_same_lease_does_not_end_the_wait() {
         .await
         .unwrap();
     let deleted = client.delete("/t/a", None).await.unwrap();
-    let deleted_at = tokio::time::timeout(LIMIT, lease::wait_for_delete(&mut watch, lease_id))
-        .await
-        .expect("the delete event arrives")
-        .unwrap();
+    let deleted_at = wait_deleted(&mut watch, lease_id, put + 1).await.unwrap();
     assert_eq!(
         deleted_at,
         deleted.header().unwrap().revision(),
@@ -104,9 +111,8 @@ async fn overwriting_the_key_without_the_lease_ends_the_wait_with_an_error() {
     let mut watch = watch_from(&mut client, "/t/a", put + 1).await;
     client.put("/t/a", "mine now", None).await.unwrap();
 
-    let err = tokio::time::timeout(LIMIT, lease::wait_for_delete(&mut watch, lease_id))
+    let err = wait_deleted(&mut watch, lease_id, put + 1)
         .await
-        .expect("the put event arrives")
         .unwrap_err();
     assert!(
         err.to_string()

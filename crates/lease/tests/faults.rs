@@ -1,0 +1,168 @@
+//! The real `lease` binary against an etcd that stalls (frozen with SIGSTOP: it accepts connections but
+//! never answers) and against another client that overwrites its key.
+
+use std::time::{Duration, Instant};
+
+use test_etcd::{
+    assert_clean_failure, eventually, get_value, lease_exists, lease_ids, lease_of, Bin, Signal,
+    TestEtcd,
+};
+
+const LEASE: &str = env!("CARGO_BIN_EXE_lease");
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The lease ID from the line `1. granted lease <hex> with a TTL of <n>s`.
+fn lease_id(line: &str) -> i64 {
+    let hex = line
+        .split_whitespace()
+        .skip_while(|w| *w != "lease")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no lease ID in {line:?}"));
+    u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("bad lease ID in {line:?}: {e}")) as i64
+}
+
+/// Whether process `pid` has installed a handler for SIGINT (bit 2 of `SigCgt` in /proc/<pid>/status).
+fn catches_sigint(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (Signal::SIGINT as u64 - 1)) != 0)
+}
+
+#[tokio::test]
+async fn lease_rides_out_a_freeze_shorter_than_its_ttl() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut bin = Bin::spawn(
+        LEASE,
+        &etcd.endpoint(),
+        &["--ttl", "5", "--dial-timeout", "1"],
+    );
+    let id = lease_id(&bin.line_containing("1. granted lease", LIMIT).await);
+    bin.line_containing("left of 5s", LIMIT).await;
+
+    // 2.5 s of silence, well inside the 5 s TTL: the countdown's questions go unanswered.
+    etcd.freeze();
+    let frozen_at = tokio::time::Instant::now();
+    let stalled = bin
+        .line_containing("etcd does not answer", Duration::from_millis(2500))
+        .await;
+    assert!(stalled.contains("waiting for it"), "{stalled}");
+    tokio::time::sleep_until(frozen_at + Duration::from_millis(2500)).await;
+    etcd.thaw();
+    assert_eq!(
+        lease_of(&mut client, "name").await,
+        Some(id),
+        "the lease and its key outlived the freeze"
+    );
+
+    // The program is still there, hears etcd again, and sees the expiry as usual.
+    bin.line_containing("etcd answers again", LIMIT).await;
+    let expired = bin.line_containing("4. ", LIMIT).await;
+    assert!(expired.contains("name expired after"), "{expired}");
+    let out = bin.finish(LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+    assert!(!out.stderr.contains("error"), "{out:#?}");
+    assert_eq!(get_value(&mut client, "name").await, None);
+    assert!(!lease_exists(&mut client, id).await);
+}
+
+#[tokio::test]
+async fn revoke_against_a_frozen_etcd_is_bounded_by_the_dial_timeout() {
+    let etcd = TestEtcd::start().await;
+    let mut bin = Bin::spawn(
+        LEASE,
+        &etcd.endpoint(),
+        &["--ttl", "5", "--dial-timeout", "2"],
+    );
+    let id = lease_id(&bin.line_containing("1. granted lease", LIMIT).await);
+    bin.line_containing("3. watching", LIMIT).await;
+
+    etcd.freeze();
+    bin.signal(Signal::SIGINT);
+    let signalled = Instant::now();
+    let out = bin.finish(LIMIT).await;
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(2 + 2), "took {took:?}: {out:#?}");
+    assert_clean_failure(&out);
+    assert!(
+        out.stderr.contains("etcd did not answer within 2s")
+            && out.stderr.contains("name goes when its TTL of 5s runs out"),
+        "{}",
+        out.stderr
+    );
+
+    // Nobody renews the lease, so etcd ends it on its own once it runs again.
+    etcd.thaw();
+    let mut client = etcd.client().await;
+    eventually("the lease to expire", Duration::from_secs(5 + 2), || {
+        let mut client = client.clone();
+        async move { (!lease_exists(&mut client, id).await).then_some(()) }
+    })
+    .await;
+    assert_eq!(get_value(&mut client, "name").await, None);
+}
+
+#[tokio::test]
+async fn ctrl_c_while_connecting_stops_at_once() {
+    let etcd = TestEtcd::start().await;
+    etcd.freeze();
+    // A long dial timeout: without listening for Ctrl-C, connecting would hold the program for 20 s.
+    let bin = Bin::spawn(LEASE, &etcd.endpoint(), &["--dial-timeout", "20"]);
+    let pid = bin.pid();
+    eventually("the program to listen for Ctrl-C", LIMIT, || async move {
+        catches_sigint(pid).then_some(())
+    })
+    .await;
+
+    bin.signal(Signal::SIGINT);
+    let signalled = Instant::now();
+    let out = bin.finish(LIMIT).await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "took {:?}: {out:#?}",
+        signalled.elapsed()
+    );
+    assert!(out.status.success(), "{out:#?}");
+    assert!(
+        out.stdout
+            .contains("Ctrl-C while connecting: stopped; nothing was created in etcd"),
+        "{out:#?}"
+    );
+    etcd.thaw();
+    let mut client = etcd.client().await;
+    assert!(lease_ids(&mut client).await.is_empty(), "no lease granted");
+    assert_eq!(get_value(&mut client, "name").await, None);
+}
+
+#[tokio::test]
+async fn lease_does_not_claim_a_delete_after_an_overwrite() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut bin = Bin::spawn(LEASE, &etcd.endpoint(), &["--ttl", "60"]);
+    let id = lease_id(&bin.line_containing("1. granted lease", LIMIT).await);
+    bin.line_containing("3. watching", LIMIT).await;
+
+    client
+        .put("name", "mine now", None)
+        .await
+        .expect("put works");
+    let out = bin.finish(LIMIT).await;
+    assert_clean_failure(&out);
+    assert!(
+        out.stderr.contains(&format!(
+            "revoked lease {id:016x}; name was overwritten by another client and is no longer on it, so it stays"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("deleted name"), "{}", out.stderr);
+    assert!(!lease_exists(&mut client, id).await);
+    assert_eq!(
+        get_value(&mut client, "name").await.as_deref(),
+        Some("mine now"),
+        "what the program said: the key stays"
+    );
+}
