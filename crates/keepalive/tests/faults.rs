@@ -4,39 +4,19 @@
 use std::time::{Duration, Instant};
 
 use test_etcd::{
-    assert_clean_failure, eventually, get_value, lease_exists, lease_ids, lease_of, Bin, Signal,
-    TestEtcd,
+    assert_clean_failure, catches, eventually, get_value, lease_exists, lease_id_in, lease_ids,
+    lease_of, Bin, Signal, TestEtcd,
 };
 
 const KEEPALIVE: &str = env!("CARGO_BIN_EXE_keepalive");
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// The lease ID from the line `1. granted lease <hex> with a TTL of <n>s`.
-fn lease_id(line: &str) -> i64 {
-    let hex = line
-        .split_whitespace()
-        .skip_while(|w| *w != "lease")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no lease ID in {line:?}"));
-    u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("bad lease ID in {line:?}: {e}")) as i64
-}
-
-/// Whether process `pid` has installed a handler for SIGINT (bit 2 of `SigCgt` in /proc/<pid>/status).
-fn catches_sigint(pid: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (Signal::SIGINT as u64 - 1)) != 0)
-}
 
 #[tokio::test]
 async fn keepalive_rides_out_a_freeze_shorter_than_its_ttl() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
     let mut bin = Bin::spawn(KEEPALIVE, &etcd.endpoint(), &["--ttl", "5"]);
-    let id = lease_id(&bin.line_containing("1. granted lease", LIMIT).await);
+    let id = lease_id_in(&bin.line_containing("1. granted lease", LIMIT).await);
     // Just renewed: the lease has its full 5 s when the freeze starts.
     bin.line_containing("ttl: 5", LIMIT).await;
 
@@ -87,7 +67,7 @@ async fn revoke_against_a_frozen_etcd_is_bounded_by_the_dial_timeout() {
         &etcd.endpoint(),
         &["--ttl", "5", "--dial-timeout", "2"],
     );
-    let id = lease_id(&bin.line_containing("1. granted lease", LIMIT).await);
+    let id = lease_id_in(&bin.line_containing("1. granted lease", LIMIT).await);
     bin.line_containing("ttl: 5", LIMIT).await;
 
     etcd.freeze();
@@ -123,7 +103,7 @@ async fn ctrl_c_while_connecting_stops_at_once() {
     let bin = Bin::spawn(KEEPALIVE, &etcd.endpoint(), &["--dial-timeout", "20"]);
     let pid = bin.pid();
     eventually("the program to listen for Ctrl-C", LIMIT, || async move {
-        catches_sigint(pid).then_some(())
+        catches(pid, Signal::SIGINT).then_some(())
     })
     .await;
 
@@ -152,7 +132,7 @@ async fn keepalive_does_not_claim_a_delete_after_an_overwrite() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
     let mut bin = Bin::spawn(KEEPALIVE, &etcd.endpoint(), &["--ttl", "5"]);
-    let id = lease_id(&bin.line_containing("1. granted lease", LIMIT).await);
+    let id = lease_id_in(&bin.line_containing("1. granted lease", LIMIT).await);
     bin.line_containing("ttl:", LIMIT).await;
 
     // Another client writes the key without a lease: that takes it off ours.
@@ -184,7 +164,7 @@ async fn a_lease_gone_after_an_overwrite_is_not_said_to_take_the_key() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
     let mut bin = Bin::spawn(KEEPALIVE, &etcd.endpoint(), &["--ttl", "5"]);
-    let id = lease_id(&bin.line_containing("1. granted lease", LIMIT).await);
+    let id = lease_id_in(&bin.line_containing("1. granted lease", LIMIT).await);
     bin.line_containing("ttl:", LIMIT).await;
 
     client

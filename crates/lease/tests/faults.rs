@@ -4,32 +4,12 @@
 use std::time::{Duration, Instant};
 
 use test_etcd::{
-    assert_clean_failure, eventually, get_value, lease_exists, lease_ids, lease_of, Bin, Signal,
-    TestEtcd,
+    assert_clean_failure, catches, eventually, get_value, lease_exists, lease_id_in, lease_ids,
+    lease_of, Bin, Signal, TestEtcd,
 };
 
 const LEASE: &str = env!("CARGO_BIN_EXE_lease");
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// The lease ID from the line `1. granted lease <hex> with a TTL of <n>s`.
-fn lease_id(line: &str) -> i64 {
-    let hex = line
-        .split_whitespace()
-        .skip_while(|w| *w != "lease")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no lease ID in {line:?}"));
-    u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("bad lease ID in {line:?}: {e}")) as i64
-}
-
-/// Whether process `pid` has installed a handler for SIGINT (bit 2 of `SigCgt` in /proc/<pid>/status).
-fn catches_sigint(pid: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (Signal::SIGINT as u64 - 1)) != 0)
-}
 
 #[tokio::test]
 async fn lease_rides_out_a_freeze_shorter_than_its_ttl() {
@@ -40,7 +20,7 @@ async fn lease_rides_out_a_freeze_shorter_than_its_ttl() {
         &etcd.endpoint(),
         &["--ttl", "5", "--dial-timeout", "1"],
     );
-    let id = lease_id(&bin.line_containing("1. granted lease", LIMIT).await);
+    let id = lease_id_in(&bin.line_containing("1. granted lease", LIMIT).await);
     bin.line_containing("left of 5s", LIMIT).await;
 
     // 2.5 s of silence, well inside the 5 s TTL: the countdown's questions go unanswered.
@@ -77,7 +57,7 @@ async fn revoke_against_a_frozen_etcd_is_bounded_by_the_dial_timeout() {
         &etcd.endpoint(),
         &["--ttl", "5", "--dial-timeout", "2"],
     );
-    let id = lease_id(&bin.line_containing("1. granted lease", LIMIT).await);
+    let id = lease_id_in(&bin.line_containing("1. granted lease", LIMIT).await);
     bin.line_containing("3. watching", LIMIT).await;
 
     etcd.freeze();
@@ -113,7 +93,7 @@ async fn ctrl_c_while_connecting_stops_at_once() {
     let bin = Bin::spawn(LEASE, &etcd.endpoint(), &["--dial-timeout", "20"]);
     let pid = bin.pid();
     eventually("the program to listen for Ctrl-C", LIMIT, || async move {
-        catches_sigint(pid).then_some(())
+        catches(pid, Signal::SIGINT).then_some(())
     })
     .await;
 
@@ -142,7 +122,7 @@ async fn lease_does_not_claim_a_delete_after_an_overwrite() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
     let mut bin = Bin::spawn(LEASE, &etcd.endpoint(), &["--ttl", "60"]);
-    let id = lease_id(&bin.line_containing("1. granted lease", LIMIT).await);
+    let id = lease_id_in(&bin.line_containing("1. granted lease", LIMIT).await);
     bin.line_containing("3. watching", LIMIT).await;
 
     client

@@ -341,6 +341,29 @@ pub async fn lease_ids(client: &mut Client) -> Vec<i64> {
     resp.leases().iter().map(|l| l.id()).collect()
 }
 
+/// The lease ID printed after the word `lease` in `line`, as 16 hex digits the way etcdctl prints it:
+/// `1. granted lease 694d7a1b2c3e4f05 with a TTL of 5s` gives `0x694d7a1b2c3e4f05`.
+pub fn lease_id_in(line: &str) -> i64 {
+    let hex = line
+        .split_whitespace()
+        .skip_while(|w| *w != "lease")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no lease ID in {line:?}"));
+    u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("bad lease ID in {line:?}: {e}")) as i64
+}
+
+/// Whether process `pid` has installed a handler for `sig` (its bit in `SigCgt` of /proc/<pid>/status).
+/// A test that sends Ctrl-C early waits for this first: before the handler is in place, SIGINT would
+/// kill the program instead of asking it to stop.
+pub fn catches(pid: i32, sig: Signal) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (sig as u64 - 1)) != 0)
+}
+
 /// What a finished binary left behind.
 #[derive(Debug)]
 pub struct Output {
