@@ -76,6 +76,53 @@ pub fn parse_endpoint(raw: &str) -> Result<String> {
     }
 }
 
+/// Checks a key (or key prefix, or lock name) given on the command line.
+///
+/// etcd stores any bytes as a key, but these programs print one line per event, so a key with a newline
+/// or another control character would make their output ambiguous; an empty key is refused by etcd itself
+/// ("key is not provided"). Both are refused here, before anything is sent.
+pub fn parse_key(raw: &str) -> Result<String> {
+    if raw.is_empty() {
+        bail!("a key cannot be empty");
+    }
+    if let Some(c) = raw.chars().find(|c| c.is_control()) {
+        bail!(
+            "{raw:?} contains the control character {c:?}: etcd would store it, but every line printed \
+             about it would be ambiguous; use printable characters"
+        );
+    }
+    Ok(raw.to_string())
+}
+
+/// [`parse_key`] as a clap value parser: `#[arg(long, value_parser = KeyParser)]`.
+///
+/// clap's usual message quotes the raw value (`invalid value 'a<newline>b' for ...`), which would break
+/// the one-line error for the very input refused here; this one names the flag and shows the key escaped.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyParser;
+
+impl clap::builder::TypedValueParser for KeyParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> std::result::Result<String, clap::Error> {
+        let flag = arg.map_or_else(|| "the key".to_string(), |a| format!("'{a}'"));
+        let why = match value.to_str() {
+            Some(raw) => match parse_key(raw) {
+                Ok(key) => return Ok(key),
+                Err(e) => e.to_string(),
+            },
+            None => format!("{value:?} is not valid UTF-8"),
+        };
+        let message = format!("invalid value for {flag}: {why}\n");
+        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd))
+    }
+}
+
 /// Parses a positive number of seconds, decimals allowed (`5`, `0.5`).
 pub fn parse_seconds(raw: &str) -> Result<Duration> {
     let secs: f64 = raw
@@ -463,6 +510,22 @@ mod tests {
             let err = parse_endpoint(bad).unwrap_err().to_string();
             assert!(err.contains(why), "{bad:?} gave {err:?}, expected {why:?}");
         }
+    }
+
+    #[test]
+    fn keys_must_be_non_empty_and_printable() {
+        assert_eq!(parse_key("/app/name").unwrap(), "/app/name");
+        assert_eq!(parse_key("名字").unwrap(), "名字");
+        assert!(parse_key("")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be empty"));
+        let newline = parse_key("a\nb").unwrap_err().to_string();
+        assert!(newline.contains("control character '\\n'"), "{newline}");
+        assert!(
+            !newline.contains('\n'),
+            "the message itself stays on one line: {newline}"
+        );
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! The command line of `cargo run -p keepalive`. Kept apart from `main.rs`, which is about etcd.
 
-use clap::builder::NonEmptyStringValueParser;
 use clap::Parser;
-use etcd_connect::ConnectArgs;
+use etcd_connect::{ConnectArgs, KeyParser};
 
 /// The longest TTL etcd grants (`MaxLeaseTTL` in etcd's lease package, about 285 years). The server
 /// refuses more; the command line refuses it first, with a range in the message.
@@ -26,7 +25,7 @@ pub struct Args {
     pub ttl: i64,
 
     /// Key put on the lease.
-    #[arg(long, default_value = "name", value_parser = NonEmptyStringValueParser::new())]
+    #[arg(long, default_value = "name", value_parser = KeyParser)]
     pub key: String,
 
     /// Value written to --key.

@@ -147,7 +147,10 @@ async fn run(args: cli::Args) -> Result<()> {
                 bail!("lease {id} is gone: etcd answered a renewal with TTL 0; {why}; {key_now}")
             }
             Err(broken) => {
-                println!("   keep-alive stream broke ({broken:#}); re-opening it before the TTL runs out");
+                println!(
+                    "   keep-alive stream broke ({}); re-opening it before the TTL runs out",
+                    etcd_connect::one_line(&broken)
+                );
                 tokio::select! {
                     signal = shutdown.recv() => return stop(&mut client, &args, &lease, signal).await,
                     reopened = lease.reopen(&mut client) => reopened?,

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use test_etcd::{
-    assert_clean_failure, catches, eventually, get_value, lease_exists, lease_id_in, lease_ids,
-    lease_of, Bin, Signal, TestEtcd,
+    assert_clean_failure, eventually, get_value, lease_exists, lease_id_in, lease_ids, lease_of,
+    Bin, Signal, TestEtcd,
 };
 
 const KEEPALIVE: &str = env!("CARGO_BIN_EXE_keepalive");
@@ -101,11 +101,7 @@ async fn ctrl_c_while_connecting_stops_at_once() {
     etcd.freeze();
     // A long dial timeout: without listening for Ctrl-C, connecting would hold the program for 20 s.
     let bin = Bin::spawn(KEEPALIVE, &etcd.endpoint(), &["--dial-timeout", "20"]);
-    let pid = bin.pid();
-    eventually("the program to listen for Ctrl-C", LIMIT, || async move {
-        catches(pid, Signal::SIGINT).then_some(())
-    })
-    .await;
+    bin.wait_until_catching(Signal::SIGINT, LIMIT).await;
 
     bin.signal(Signal::SIGINT);
     let signalled = Instant::now();

@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use clap::builder::NonEmptyStringValueParser;
 use clap::Parser;
-use etcd_connect::{parse_seconds, ConnectArgs};
+use etcd_connect::{parse_seconds, ConnectArgs, KeyParser};
 
 /// Exit code when `--try` finds the lock taken, so that scripts can tell "busy" from "broken".
 pub const EXIT_TAKEN: u8 = 2;
@@ -26,7 +25,7 @@ pub struct Args {
     pub connect: ConnectArgs,
 
     /// Name of the lock. Contenders' keys go under `<name>/`.
-    #[arg(long, default_value = "/lock", value_parser = NonEmptyStringValueParser::new())]
+    #[arg(long, default_value = "/lock", value_parser = KeyParser)]
     pub name: String,
 
     /// TTL of each session's lease, in seconds: how long the lock of a crashed holder stays taken.

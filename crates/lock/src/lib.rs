@@ -192,9 +192,22 @@ impl Renewer {
         }
     }
 
+    /// Why etcd says the lease is gone, as far as timing can tell. etcd renewed the lease no earlier than
+    /// our last confirmed renewal was sent, so it cannot expire before `alive_until`: gone before that
+    /// means revoked (`etcdctl lease revoke`, another client's `lease_revoke`). After it, etcd's TTL 0
+    /// cannot tell which.
     fn gone(&self, how: &str) -> String {
+        let why = match read(&self.alive_until).checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => format!(
+                "it was revoked, since it still had {left:.1?} of its {}s TTL left by our last renewal",
+                self.ttl
+            ),
+            _ => "it expired or was revoked: its TTL had run out since our last renewal, so etcd's \
+                  answer cannot tell which"
+                .to_string(),
+        };
         format!(
-            "lease {:016x} no longer exists on the server ({how}: it expired or was revoked)",
+            "lease {:016x} no longer exists on the server ({how}): {why}",
             self.id
         )
     }

@@ -475,7 +475,8 @@ async fn contend(
         // After a failure (say, the lease already expired) the first error is the one to report.
         Err(e) if outcome.is_err() => debug!("{e:#}"),
         Err(e) => bail!(
-            "{e:#}; the lease, and any key on it, goes when its TTL of {}s runs out",
+            "{}; the lease, and any key on it, goes when its TTL of {}s runs out",
+            etcd_connect::one_line(&e),
             args.ttl
         ),
     }
@@ -611,14 +612,18 @@ async fn hold_the_lock(
     //    unlocking: the work is over before the next holder can start. Bounded by the dial timeout: if etcd
     //    does not answer, our key goes when the lease's TTL runs out.
     let released_at = unix_millis();
-    exit.call(format!("unlock {}", held.key), client.unlock(held.key.as_str()))
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "{e:#}; {name} frees itself when lease {lease:016x} expires, {}s after its last renewal",
-                session.ttl()
-            )
-        })?;
+    exit.call(
+        format!("unlock {}", held.key),
+        client.unlock(held.key.as_str()),
+    )
+    .await
+    .map_err(|e| {
+        anyhow!(
+            "{}; {name} frees itself when lease {lease:016x} expires, {}s after its last renewal",
+            etcd_connect::one_line(&e),
+            session.ttl()
+        )
+    })?;
     println!("released {} at={released_at}", held.key);
     Ok(Outcome::Done)
 }

@@ -24,9 +24,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub use cluster::TestCluster;
 pub use nix::sys::signal::Signal;
 pub use transcript::Transcript;
 
+mod cluster;
 mod transcript;
 
 /// How to get etcd, shown when it is missing.
@@ -451,6 +453,19 @@ impl Bin {
     /// Sends a signal (SIGINT is what Ctrl-C sends; SIGKILL cannot be caught).
     pub fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.pid()), sig).expect("the process is still running");
+    }
+
+    /// Waits until the program has installed its handler for `sig`, so that sending it asks the program to
+    /// stop instead of killing it (a signal that comes earlier gets the default action). Panics after
+    /// `limit`.
+    pub async fn wait_until_catching(&self, sig: Signal, limit: Duration) {
+        let pid = self.pid();
+        eventually(
+            &format!("the program to catch {sig}"),
+            limit,
+            || async move { catches(pid, sig).then_some(()) },
+        )
+        .await;
     }
 
     /// Waits for the next stdout line that contains `needle`, and returns it. Panics with everything

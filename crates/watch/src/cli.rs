@@ -1,9 +1,8 @@
 //! The command line of `cargo run -p watch`. Kept apart from `main.rs`, which is about etcd.
 
 use anyhow::{bail, Result};
-use clap::builder::NonEmptyStringValueParser;
 use clap::Parser;
-use etcd_connect::ConnectArgs;
+use etcd_connect::{ConnectArgs, KeyParser};
 
 #[derive(Debug, Parser)]
 #[command(about = "Print every change to a key (or prefix) as it happens, surviving etcd restarts")]
@@ -12,7 +11,7 @@ pub struct Args {
     pub connect: ConnectArgs,
 
     /// Key to watch.
-    #[arg(long, default_value = "name", value_parser = NonEmptyStringValueParser::new())]
+    #[arg(long, default_value = "name", value_parser = KeyParser)]
     pub key: String,
 
     /// Watch every key that starts with --key.

@@ -6,16 +6,34 @@
 //! "everything from there", on a new stream, without missing or repeating a change, as long as etcd still
 //! keeps that part of its history (compaction drops it).
 //!
+//! Around it: [`MAX_RESPONSE`], the decoding limit a watch needs (a replay of history can be far bigger
+//! than etcd-client's 4 MiB default), [`is_permanent`] to tell an error worth retrying from one that
+//! retrying cannot fix, [`QuickBreaks`] and [`backoff`] for the pauses of a retry loop.
+//!
 //! `src/main.rs` makes each `etcd-client` call of the topic itself, where it explains it; it uses
-//! [`ResumableWatch::reopen`] when the connection breaks. This file depends only on `etcd-client`, `tokio`,
-//! `anyhow` and `log`, so it can be copied into a service as is (see the topic README, "Use it in your
-//! project").
+//! [`ResumableWatch::reopen`] and [`QuickBreaks`] when the connection breaks. This file depends only on
+//! `etcd-client`, `tokio`, `anyhow` and `log`, so it can be copied into a service as is (see the topic
+//! README, "Use it in your project").
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use etcd_client::{Client, GetOptions, GetResponse, WatchOptions, WatchResponse, WatchStream};
 use log::debug;
+
+/// The largest reply this watch accepts from etcd, in bytes: 64 MiB, where etcd-client's default is 4 MiB.
+///
+/// etcd refuses a *request* over `--max-request-bytes` (1.5 MiB by default), so no single write is
+/// bigger than that. But one watch *response* can carry many events: when a watch replays history (a
+/// `--rev` in the past, or a resume after downtime), etcd packs up to 1,000 revisions into one response,
+/// so five 1 MB values already make a 5 MB response, over the 4 MiB default. A reply over the limit
+/// fails to decode on every try, so a watcher that retried it would loop forever. 64 MiB holds the
+/// replay of about 40 writes of the largest size etcd accepts, at the cost of nothing until such a
+/// reply comes (the limit is a cap, not a buffer). A reply even larger than this still fails: it is
+/// reported as an error retrying cannot fix (see [`is_permanent`]), and the watcher stops with a clear
+/// message instead of spinning. Watch from a later revision, or raise the limit with
+/// [`ResumableWatch::with_max_response`].
+pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
 /// A watch on a key (or a prefix) that remembers the next revision to ask for, so it can be opened again
 /// after the stream breaks, and read the current state when the history it needs was compacted.
@@ -26,7 +44,7 @@ use log::debug;
 /// and you read it with `stream.message()`:
 ///
 /// ```no_run
-/// # async fn follow(client: &mut etcd_client::Client) -> anyhow::Result<()> {
+/// # async fn follow(client: &etcd_client::Client) -> anyhow::Result<()> {
 /// use std::time::Duration;
 /// use watch::ResumableWatch;
 ///
@@ -53,6 +71,10 @@ use log::debug;
 ///             }
 ///             watch.advance(&resp); // after applying, so a crash in between replays, not skips
 ///         }
+///         // A reply too big for the client, no permission: the same again on every try.
+///         Err(e) if watch::is_permanent(&e) => {
+///             return Err(watch::give_up("watch /config/", e, watch::MAX_RESPONSE))
+///         }
 ///         // etcd restarted, the network dropped: open again from where we were.
 ///         Ok(None) | Err(_) => opened = watch.reopen(client, timeout, log_retry).await?,
 ///     }
@@ -64,11 +86,18 @@ use log::debug;
 /// without closing the connection is noticed. The same `Client` can be used for every reopen: its channel
 /// connects again by itself once etcd is back (`tests/steps.rs` checks that across an etcd restart).
 /// For more `WatchOptions` (`with_prev_key`, filters), add them where `try_open` builds its options.
+///
+/// It watches through `client.watch_client()` with its decoding limit raised to [`MAX_RESPONSE`], since
+/// `Client::watch` keeps etcd-client's 4 MiB default, too small for a replay of big values. An error that
+/// retrying cannot fix ([`is_permanent`]) ends `reopen` with that error; any other is retried with a
+/// growing pause, and so is a watch that breaks again right after it opened ([`QuickBreaks`]).
 #[derive(Debug, Clone)]
 pub struct ResumableWatch {
     key: Vec<u8>,
     prefix: bool,
     next_revision: Option<i64>,
+    max_response: usize,
+    breaks: QuickBreaks,
 }
 
 /// A watch that etcd has confirmed, from [`ResumableWatch::reopen`] or [`ResumableWatch::catch_up`].
@@ -93,9 +122,86 @@ enum Failure {
     Refused(anyhow::Error),
 }
 
-/// For `map_err`: an etcd-client error, with what we were doing, as a failure worth retrying.
-fn retry(doing: String) -> impl FnOnce(etcd_client::Error) -> Failure {
-    move |e| Failure::Retry(anyhow!(e).context(doing))
+/// For `map_err`: an etcd-client error, with what we were doing, as a failure worth retrying, or as a
+/// refusal when retrying cannot fix it ([`is_permanent`]).
+fn failed(doing: String, max_response: usize) -> impl FnOnce(etcd_client::Error) -> Failure {
+    move |e| {
+        if is_permanent(&e) {
+            Failure::Refused(give_up(doing, e, max_response))
+        } else {
+            Failure::Retry(anyhow!(e).context(doing))
+        }
+    }
+}
+
+/// Whether retrying cannot fix this etcd-client error, so a retry loop must stop on it instead of
+/// trying again (with whatever pause) forever.
+///
+/// - Permanent: a reply over the client's decoding limit ("decoded message length too large", gRPC
+///   `OUT_OF_RANGE`: the same history gives the same reply), `PERMISSION_DENIED`, `UNAUTHENTICATED`,
+///   `INVALID_ARGUMENT`, `FAILED_PRECONDITION`, `UNIMPLEMENTED`, and the client's own input errors
+///   (a bad endpoint or argument).
+/// - Worth retrying with a growing pause: everything else, above all a lost connection (transport
+///   error, `UNAVAILABLE`: etcd is restarting, a member is down) and `DEADLINE_EXCEEDED` (etcd was slow).
+pub fn is_permanent(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error;
+    // gRPC status codes by number (see grpc's doc/statuscodes.md); tonic is not a dependency here.
+    const INVALID_ARGUMENT: i32 = 3;
+    const PERMISSION_DENIED: i32 = 7;
+    const FAILED_PRECONDITION: i32 = 9;
+    const OUT_OF_RANGE: i32 = 11;
+    const UNIMPLEMENTED: i32 = 12;
+    const UNAUTHENTICATED: i32 = 16;
+    match e {
+        Error::GRpcStatus(status) => matches!(
+            status.code() as i32,
+            INVALID_ARGUMENT
+                | PERMISSION_DENIED
+                | FAILED_PRECONDITION
+                | OUT_OF_RANGE
+                | UNIMPLEMENTED
+                | UNAUTHENTICATED
+        ),
+        Error::InvalidArgs(_)
+        | Error::InvalidUri(_)
+        | Error::InvalidMetadataValue(_)
+        | Error::EndpointError(_)
+        | Error::EndpointsNotManaged => true,
+        _ => false,
+    }
+}
+
+/// An error that retrying cannot fix ([`is_permanent`]), with what we were doing, as the error to stop on.
+///
+/// A reply over the decoding limit is put in words here, because the limit is this program's choice
+/// (`max_response` bytes), not etcd's: the generic advice about etcd-client's 4 MiB default would be
+/// wrong. Any other error is kept as it is, for the caller to explain.
+pub fn give_up(
+    doing: impl std::fmt::Display,
+    e: etcd_client::Error,
+    max_response: usize,
+) -> anyhow::Error {
+    match &e {
+        etcd_client::Error::GRpcStatus(status)
+            if status.message().contains("message length too large") =>
+        {
+            const MIB: usize = 1024 * 1024;
+            let limit = match max_response {
+                n if n % MIB == 0 => format!("{} MiB", n / MIB),
+                n => format!("{n} bytes"),
+            };
+            anyhow!(
+                "{doing}: one reply from etcd is over the {limit} this watcher accepts ({}); \
+                 it holds many events of history at once, so watch from a later revision, or raise \
+                 the limit (MAX_RESPONSE in src/lib.rs)",
+                status
+                    .message()
+                    .trim_start_matches("Error, ")
+                    .replace("the limit is: ", "limit ")
+            )
+        }
+        _ => anyhow!(e).context(doing.to_string()),
+    }
 }
 
 impl ResumableWatch {
@@ -106,7 +212,16 @@ impl ResumableWatch {
             key: key.into(),
             prefix,
             next_revision: from,
+            max_response: MAX_RESPONSE,
+            breaks: QuickBreaks::default(),
         }
+    }
+
+    /// Accept replies up to `bytes` instead of [`MAX_RESPONSE`]; a reply over it ends
+    /// [`reopen`](Self::reopen) with an error (see [`MAX_RESPONSE`]).
+    pub fn with_max_response(mut self, bytes: usize) -> ResumableWatch {
+        self.max_response = bytes;
+        self
     }
 
     /// The revision the next [`reopen`](Self::reopen) asks for; `None` until the first open pins "now".
@@ -126,6 +241,7 @@ impl ResumableWatch {
             .max();
         if let Some(last) = last {
             self.next_revision = Some(last + 1);
+            self.breaks.delivered();
         }
     }
 
@@ -136,14 +252,16 @@ impl ResumableWatch {
     /// is bounded by `attempt_timeout`, because a request to a server that vanished can wait forever.
     /// After a failed attempt, `on_retry(attempt, error, pause)` is called and the next one waits `pause`,
     /// see [`backoff`]. It retries until etcd answers; it returns an error only when etcd refuses the
-    /// watch itself. It is safe to drop while it waits (in `tokio::select!` with a shutdown signal, for
+    /// watch itself, or on an error that retrying cannot fix ([`is_permanent`]). If the watch it opened
+    /// last broke again before it delivered anything (see [`QuickBreaks`]), it first waits a growing pause,
+    /// so that a stream that fails at once every time cannot make a busy loop either. It is safe to drop while it waits (in `tokio::select!` with a shutdown signal, for
     /// instance): the position is only moved once a watch is open.
     ///
     /// If that part of the history was compacted, etcd still confirms the watch, then cancels it with
     /// `compact_revision()` set: call [`catch_up`](Self::catch_up) when you read that.
     pub async fn reopen(
         &mut self,
-        client: &mut Client,
+        client: &Client,
         attempt_timeout: Duration,
         on_retry: impl FnMut(u32, &anyhow::Error, Duration),
     ) -> Result<Opened> {
@@ -161,7 +279,7 @@ impl ResumableWatch {
     /// [`Opened::state`].
     pub async fn catch_up(
         &mut self,
-        client: &mut Client,
+        client: &Client,
         attempt_timeout: Duration,
         on_retry: impl FnMut(u32, &anyhow::Error, Duration),
     ) -> Result<Opened> {
@@ -171,16 +289,24 @@ impl ResumableWatch {
 
     async fn open_with_backoff(
         &mut self,
-        client: &mut Client,
+        client: &Client,
         attempt_timeout: Duration,
         read_state_first: bool,
         mut on_retry: impl FnMut(u32, &anyhow::Error, Duration),
     ) -> Result<Opened> {
+        let pause = self.breaks.broke();
+        if !pause.is_zero() {
+            debug!("the last watch broke before delivering anything; waiting {pause:?} first");
+            tokio::time::sleep(pause).await;
+        }
         let mut failures: u32 = 0;
         loop {
             let attempt = self.try_open(client, read_state_first);
             let error = match tokio::time::timeout(attempt_timeout, attempt).await {
-                Ok(Ok(opened)) => return Ok(opened),
+                Ok(Ok(opened)) => {
+                    self.breaks.opened();
+                    return Ok(opened);
+                }
                 Ok(Err(Failure::Refused(error))) => return Err(error),
                 Ok(Err(Failure::Retry(error))) => error,
                 Err(_) => anyhow!("etcd did not answer within {attempt_timeout:?}"),
@@ -196,7 +322,7 @@ impl ResumableWatch {
     /// One attempt: (the GET, then) the watch request and etcd's confirmation.
     async fn try_open(
         &mut self,
-        client: &mut Client,
+        client: &Client,
         read_state_first: bool,
     ) -> Result<Opened, Failure> {
         let what = self.describe();
@@ -204,10 +330,16 @@ impl ResumableWatch {
         let mut start = self.next_revision;
         if read_state_first {
             let options = self.prefix.then(|| GetOptions::new().with_prefix());
+            // A kv client with the same raised limit: the state under a prefix can be as big as a replay.
             let got = client
+                .kv_client()
+                .max_decoding_message_size(self.max_response)
                 .get(self.key.clone(), options)
                 .await
-                .map_err(retry(format!("read the state of {what}")))?;
+                .map_err(failed(
+                    format!("read the state of {what}"),
+                    self.max_response,
+                ))?;
             start = Some(got.header().map_or(0, |h| h.revision()) + 1);
             state = Some(got);
         }
@@ -219,17 +351,21 @@ impl ResumableWatch {
         if let Some(start) = start {
             options = options.with_start_revision(start);
         }
+        // Not `client.watch`, which keeps etcd-client's 4 MiB limit: see MAX_RESPONSE.
         let mut stream = client
+            .watch_client()
+            .max_decoding_message_size(self.max_response)
             .watch(self.key.clone(), Some(options))
             .await
-            .map_err(retry(format!("open a watch on {what}")))?;
+            .map_err(failed(format!("open a watch on {what}"), self.max_response))?;
         // `watch` returns once the stream is open; the watch exists when etcd answers `created`.
         let created = stream
             .message()
             .await
-            .map_err(retry(format!(
-                "wait for etcd to confirm the watch on {what}"
-            )))?
+            .map_err(failed(
+                format!("wait for etcd to confirm the watch on {what}"),
+                self.max_response,
+            ))?
             .ok_or_else(|| {
                 Failure::Retry(anyhow!(
                     "etcd closed the stream before confirming the watch on {what}"
@@ -272,6 +408,54 @@ impl ResumableWatch {
     }
 }
 
+/// A watch that stayed open this long counts as one that worked, even if nothing changed meanwhile.
+pub const STABLE: Duration = Duration::from_secs(10);
+
+/// Counts the watches in a row that broke before they were of any use, and says how long to wait before
+/// opening the next one.
+///
+/// A retry loop that only backs off when *opening* fails still spins if the watch opens fine and then
+/// breaks at once, every time (a reply the client cannot take, a member that drops every stream): each
+/// round is a successful open, so the pause never grows. Use it around any loop that re-opens a stream:
+/// call [`opened`](Self::opened) when the stream is confirmed, [`delivered`](Self::delivered) when it
+/// brings something, and [`broke`](Self::broke) when it ends, then wait what `broke` returns. A watch
+/// that delivered something, or stayed open for [`STABLE`], resets the count.
+#[derive(Debug, Default, Clone)]
+pub struct QuickBreaks {
+    in_a_row: u32,
+    opened_at: Option<Instant>,
+    delivered: bool,
+}
+
+impl QuickBreaks {
+    /// The stream is open and confirmed.
+    pub fn opened(&mut self) {
+        self.opened_at = Some(Instant::now());
+        self.delivered = false;
+    }
+
+    /// The stream brought events: it works.
+    pub fn delivered(&mut self) {
+        self.delivered = true;
+    }
+
+    /// The stream ended: the pause to take before opening the next one. Zero when it worked (or when
+    /// nothing was open), [`backoff`] growing with each quick break in a row otherwise.
+    pub fn broke(&mut self) -> Duration {
+        let quick = self
+            .opened_at
+            .take()
+            .is_some_and(|at| !self.delivered && at.elapsed() < STABLE);
+        if !quick {
+            self.in_a_row = 0;
+            return Duration::ZERO;
+        }
+        let pause = backoff(self.in_a_row);
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        pause
+    }
+}
+
 /// How long to wait after failed attempt number `failures + 1` (0 for the first failure): 0.2 s, doubling
 /// each time, capped at 5 s.
 ///
@@ -293,6 +477,31 @@ mod tests {
         let waits: Vec<u128> = (0..7).map(|a| backoff(a).as_millis()).collect();
         assert_eq!(waits, [200, 400, 800, 1600, 3200, 5000, 5000]);
         assert_eq!(backoff(u32::MAX), Duration::from_secs(5), "no overflow");
+    }
+
+    #[test]
+    fn quick_breaks_in_a_row_wait_longer_and_a_working_watch_resets_them() {
+        let mut breaks = QuickBreaks::default();
+        assert_eq!(breaks.broke(), Duration::ZERO, "nothing was open yet");
+        let mut pauses = Vec::new();
+        for _ in 0..4 {
+            breaks.opened();
+            pauses.push(breaks.broke().as_millis());
+        }
+        assert_eq!(pauses, [200, 400, 800, 1600]);
+        breaks.opened();
+        breaks.delivered();
+        assert_eq!(breaks.broke(), Duration::ZERO, "it delivered: it worked");
+        breaks.opened();
+        assert_eq!(breaks.broke(), backoff(0), "the count starts over");
+    }
+
+    #[test]
+    fn errors_are_split_into_retry_and_give_up() {
+        use etcd_client::Error;
+        assert!(!is_permanent(&Error::WatchError("channel closed".into())));
+        assert!(is_permanent(&Error::InvalidArgs("bad".into())));
+        assert!(is_permanent(&Error::EndpointError("bad".into())));
     }
 
     #[test]

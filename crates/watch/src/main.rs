@@ -8,7 +8,10 @@
 //!   continue from there;
 //! - survive a lost connection or an etcd restart: open the watch again with growing pauses, from the
 //!   revision after the last change printed, so no change is lost or printed twice;
-//! - stop cleanly on Ctrl-C or SIGTERM, canceling the watch on the server.
+//! - take a replay of big values: one watch response can be far over etcd-client's 4 MiB default, so the
+//!   watch goes through a `WatchClient` with a raised limit; an error that retrying cannot fix (a reply
+//!   over even that limit, no permission) stops it with one clear line instead of a retry loop;
+//! - stop cleanly on Ctrl-C or SIGTERM, canceling the watch on the server, even while still connecting.
 //!
 //! Run it (with an etcd from `scripts/etcd.sh up`), and write from another terminal:
 //!
@@ -33,7 +36,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use etcd_client::{EventType, GetOptions, WatchOptions, WatchResponse, WatchStream};
 use etcd_connect::{short_error, Shutdown};
-use watch::ResumableWatch;
+use watch::{give_up, is_permanent, QuickBreaks, ResumableWatch, MAX_RESPONSE};
 
 // One watch, read in one loop: the single-threaded runtime is enough, and `select!` between the watch and
 // the shutdown signal needs no extra task.
@@ -57,8 +60,15 @@ async fn run(args: cli::Args) -> Result<()> {
 
     // 0. Connect. Underneath, `etcd_connect::connect` calls `Client::connect` and then `status()` within
     //    --dial-timeout, because `Client::connect` is lazy and would succeed with nothing listening (see
-    //    crates/etcd-connect/src/lib.rs).
-    let mut client = etcd_connect::connect(&args.connect).await?;
+    //    crates/etcd-connect/src/lib.rs). A frozen etcd can keep that wait going for the whole dial
+    //    timeout, so Ctrl-C / SIGTERM is listened for meanwhile and stops it at once.
+    let client = tokio::select! {
+        signal = shutdown.recv() => {
+            println!("stopped ({signal}) while connecting; nothing was watched");
+            return Ok(());
+        }
+        client = etcd_connect::connect(&args.connect) => client?,
+    };
     println!("connected to etcd at {}", args.connect.endpoints_shown());
 
     // 1. Open the watch, as the article does with `client.Watch(ctx, "name")`. The default key is `name`,
@@ -72,12 +82,24 @@ async fn run(args: cli::Args) -> Result<()> {
     if let Some(rev) = args.rev {
         options = options.with_start_revision(rev);
     }
-    let mut stream = tokio::time::timeout(timeout, client.watch(key, Some(options)))
+    //    The watch goes through a `WatchClient` whose decoding limit we raise, not through
+    //    `client.watch`, which keeps etcd-client's default of 4 MiB per message. etcd refuses a *request*
+    //    over --max-request-bytes (1.5 MiB by default), but one watch *response* can carry many events:
+    //    a replay of history packs up to 1,000 revisions into one message, so five 1 MB values replayed
+    //    with --rev make a 5 MB reply. Over the limit, the reply fails to decode, every time. MAX_RESPONSE
+    //    is 64 MiB: about 40 writes of etcd's largest size, and it costs nothing until such a reply comes
+    //    (a cap, not a buffer). A reply even bigger still fails: that is an error no retry can fix, so
+    //    the watcher stops with one line saying so (see the stream loop below). The same limit goes on
+    //    the kv client of step 3, whose GET under a prefix can be as big.
+    let mut watch_client = client
+        .watch_client()
+        .max_decoding_message_size(MAX_RESPONSE);
+    let mut stream = tokio::time::timeout(timeout, watch_client.watch(key, Some(options)))
         .await
         .with_context(|| format!("etcd did not answer within {timeout:?}"))?
         .map_err(|e| anyhow!(short_error(&e)))
         .with_context(|| format!("cannot open a watch on {what}"))?;
-    //    `client.watch` returns as soon as the stream is open, but the watch only exists once etcd answers
+    //    `watch` returns as soon as the stream is open, but the watch only exists once etcd answers
     //    on it with `created`. Only then is a write guaranteed to be reported, so only then do we say
     //    "watching". The answer's header holds the store revision at that moment.
     let created = tokio::time::timeout(timeout, stream.message())
@@ -87,6 +109,9 @@ async fn run(args: cli::Args) -> Result<()> {
         .and_then(confirmation)
         .with_context(|| format!("cannot open a watch on {what}"))?;
     let mut watch_id = created.watch_id();
+    // Whether each watch, once open, was of any use; see step 4.
+    let mut breaks = QuickBreaks::default();
+    breaks.opened();
     let store_revision = created.header().map_or(0, |h| h.revision());
     // The one number that makes resuming exact: the first revision not printed yet. A watch "from now"
     // reports what comes after the store revision of its confirmation; we keep that as a number, so that
@@ -137,6 +162,7 @@ async fn run(args: cli::Args) -> Result<()> {
                         }
                     }
                     next_revision = kv.mod_revision() + 1;
+                    breaks.delivered();
                     printed += 1;
                     if Some(printed) == args.count {
                         println!("saw {printed} change(s), as asked by --count");
@@ -163,10 +189,10 @@ async fn run(args: cli::Args) -> Result<()> {
                 );
                 let caught_up = async {
                     let get_options = args.prefix.then(|| GetOptions::new().with_prefix());
-                    let state = tokio::time::timeout(timeout, client.get(key, get_options))
+                    let mut kv_client = client.kv_client().max_decoding_message_size(MAX_RESPONSE);
+                    let state = tokio::time::timeout(timeout, kv_client.get(key, get_options))
                         .await
-                        .context("no answer to the GET")?
-                        .map_err(|e| anyhow!(short_error(&e)))?;
+                        .context("no answer to the GET")??;
                     let read_at = state.header().map_or(0, |h| h.revision());
                     println!("current state of {what} at revision {read_at} (read with GET):");
                     if state.kvs().is_empty() {
@@ -190,26 +216,36 @@ async fn run(args: cli::Args) -> Result<()> {
                     if args.prefix {
                         options = options.with_prefix();
                     }
-                    let mut fresh = tokio::time::timeout(timeout, client.watch(key, Some(options)))
-                        .await
-                        .context("no answer to the new watch")?
-                        .map_err(|e| anyhow!(short_error(&e)))?;
+                    let mut fresh =
+                        tokio::time::timeout(timeout, watch_client.watch(key, Some(options)))
+                            .await
+                            .context("no answer to the new watch")??;
                     let created = tokio::time::timeout(timeout, fresh.message())
                         .await
-                        .context("etcd did not confirm the new watch")?
-                        .map_err(|e| anyhow!(short_error(&e)))
-                        .and_then(confirmation)?;
+                        .context("etcd did not confirm the new watch")??;
+                    let created = confirmation(created)?;
                     anyhow::Ok((fresh, created.watch_id()))
                 };
                 match caught_up.await {
                     Ok(fresh) => {
                         (stream, watch_id) = fresh;
+                        breaks.opened();
+                        breaks.delivered(); // the state it printed
                         println!("continuing from revision {next_revision}");
                         continue;
                     }
-                    // etcd went away in the middle: handled like any lost connection, from
-                    // `next_revision`, which already points after the state printed if the GET worked.
-                    Err(e) => format!("{e:#}"),
+                    // The GET's reply is over MAX_RESPONSE, or etcd refused it: the same would happen
+                    // on every try.
+                    Err(e) => match e.downcast::<etcd_client::Error>() {
+                        Ok(e) if is_permanent(&e) => {
+                            return Err(give_up(format!("catch up on {what}"), e, MAX_RESPONSE))
+                        }
+                        // etcd went away in the middle: handled like any lost connection, from
+                        // `next_revision`, which already points after the state printed if the GET
+                        // worked.
+                        Ok(e) => short_error(&e),
+                        Err(e) => format!("{e:#}"),
+                    },
                 }
             }
             Ok(Some(response)) => bail!(
@@ -217,6 +253,11 @@ async fn run(args: cli::Args) -> Result<()> {
                 response.cancel_reason()
             ),
             Ok(None) => "etcd closed the stream".into(),
+            // A reply over MAX_RESPONSE (see step 1), a permission taken away: opening the watch again
+            // from the same revision would meet the same error, forever. Stop, saying what it was.
+            Err(e) if is_permanent(&e) => {
+                return Err(give_up(format!("watch {what}"), e, MAX_RESPONSE))
+            }
             Err(e) => short_error(&e),
         };
 
@@ -225,14 +266,32 @@ async fn run(args: cli::Args) -> Result<()> {
         //    from `next_revision`. Changes made meanwhile are still in etcd's history and arrive first;
         //    none is repeated. `ResumableWatch::reopen` (src/lib.rs) retries with growing pauses, each try
         //    bounded by --dial-timeout, until etcd confirms the watch. Ctrl-C stops the wait.
+        //    A watch that opens fine and then breaks at once, every time, would still turn this loop into
+        //    a busy one, as each round starts with a successful open. `QuickBreaks` (src/lib.rs) counts
+        //    the watches in a row that broke before delivering anything and gives a growing pause to
+        //    wait first; one that delivered a change, or stayed open 10 s, starts the count over.
         println!("lost the connection to etcd ({lost}); reconnecting");
+        let pause = breaks.broke();
+        if !pause.is_zero() {
+            println!(
+                "   the last watch broke before it delivered anything; waiting {:.1}s before the next",
+                pause.as_secs_f64()
+            );
+            tokio::select! {
+                signal = shutdown.recv() => {
+                    println!("stopped ({signal}) while reconnecting; no watch was open to cancel");
+                    return Ok(());
+                }
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
         let mut resume = ResumableWatch::new(key, args.prefix, Some(next_revision));
         let reopened = tokio::select! {
             signal = shutdown.recv() => {
                 println!("stopped ({signal}) while reconnecting; no watch was open to cancel");
                 return Ok(());
             }
-            reopened = resume.reopen(&mut client, timeout, |attempt, _, pause| {
+            reopened = resume.reopen(&client, timeout, |attempt, _, pause| {
                 println!(
                     "   etcd is not back yet (attempt {attempt}); trying again in {:.1}s",
                     pause.as_secs_f64()
@@ -240,6 +299,7 @@ async fn run(args: cli::Args) -> Result<()> {
             }) => reopened?,
         };
         (stream, watch_id) = (reopened.stream, reopened.watch_id);
+        breaks.opened();
         println!("reconnected: resumed from revision {next_revision}");
     }
 }
@@ -266,7 +326,14 @@ fn confirmation(first: Option<WatchResponse>) -> Result<WatchResponse> {
 /// before the request leaves. Waiting for etcd's `canceled` answer proves it dropped the watch. The wait is
 /// bounded: an unconfirmed cancel is harmless, as etcd drops a watch when its stream closes.
 async fn stop(mut stream: WatchStream, watch_id: i64, why: &str, timeout: Duration) -> Result<()> {
-    let confirmed = match stream.cancel(watch_id).await {
+    let cancel = tokio::time::timeout(timeout, stream.cancel(watch_id))
+        .await
+        .unwrap_or_else(|_| {
+            Err(etcd_client::Error::WatchError(
+                "no room to send the cancel".into(),
+            ))
+        });
+    let confirmed = match cancel {
         Ok(()) => tokio::time::timeout(timeout, async {
             loop {
                 match stream.message().await {

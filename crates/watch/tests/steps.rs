@@ -58,7 +58,7 @@ async fn a_watch_from_now_pins_the_revision_and_reports_later_changes() {
 
     let mut watch = ResumableWatch::new("name", false, None);
     assert_eq!(watch.next_revision(), None);
-    let mut opened = watch.reopen(&mut client, LIMIT, no_retry).await.unwrap();
+    let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
     assert_eq!(
         opened.start_revision,
         before + 1,
@@ -85,7 +85,7 @@ async fn a_prefix_watch_sees_keys_under_the_prefix_only() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
     let mut watch = ResumableWatch::new("/app/", true, None);
-    let mut opened = watch.reopen(&mut client, LIMIT, no_retry).await.unwrap();
+    let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
 
     let a = put(&mut client, "/app/a", "1").await;
     put(&mut client, "/other", "x").await;
@@ -105,7 +105,7 @@ async fn a_watch_from_a_past_revision_replays_history() {
     let second = put(&mut client, "name", "v2").await;
 
     let mut watch = ResumableWatch::new("name", false, Some(first));
-    let mut opened = watch.reopen(&mut client, LIMIT, no_retry).await.unwrap();
+    let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
     assert_eq!(opened.start_revision, first);
     assert_eq!(
         events(&mut opened.stream, &mut watch, 2).await,
@@ -123,7 +123,7 @@ async fn the_same_client_reopens_after_an_etcd_restart_without_gaps_or_repeats()
     let mut etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
     let mut watch = ResumableWatch::new("name", false, None);
-    let mut opened = watch.reopen(&mut client, LIMIT, no_retry).await.unwrap();
+    let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
     let before = put(&mut client, "name", "before").await;
     assert_eq!(
         events(&mut opened.stream, &mut watch, 1).await,
@@ -143,7 +143,7 @@ async fn the_same_client_reopens_after_an_etcd_restart_without_gaps_or_repeats()
     let after = put(&mut etcd.client().await, "name", "after").await;
     let mut retries = 0;
     let mut opened = watch
-        .reopen(&mut client, LIMIT, |_, _, _| retries += 1)
+        .reopen(&client, LIMIT, |_, _, _| retries += 1)
         .await
         .expect("the same client reaches the restarted etcd");
     assert_eq!(opened.start_revision, before + 1);
@@ -158,16 +158,16 @@ async fn the_same_client_reopens_after_an_etcd_restart_without_gaps_or_repeats()
 #[tokio::test]
 async fn reopen_retries_with_backoff_while_etcd_is_down_then_resumes() {
     let mut etcd = TestEtcd::start().await;
-    let mut client = etcd.client().await;
+    let client = etcd.client().await;
     let mut watch = ResumableWatch::new("name", false, None);
-    let opened = watch.reopen(&mut client, LIMIT, no_retry).await.unwrap();
+    let opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
     let from = opened.start_revision;
     drop(opened);
     etcd.kill();
 
     // Bring etcd back only once `reopen` has reported two failed attempts, then write.
     let (failed, mut failures) = mpsc::unbounded_channel();
-    let reopening = watch.reopen(&mut client, Duration::from_secs(2), |attempt, _, pause| {
+    let reopening = watch.reopen(&client, Duration::from_secs(2), |attempt, _, pause| {
         let _ = failed.send((attempt, pause));
     });
     let restarting = async {
@@ -199,7 +199,7 @@ async fn each_attempt_is_bounded_when_the_server_never_answers() {
     // Something that accepts TCP connections and never says a word, like a frozen etcd.
     let silent = TcpListener::bind("127.0.0.1:0").expect("loopback can bind");
     let endpoint = silent.local_addr().expect("bound").to_string();
-    let mut client = Client::connect([endpoint], None)
+    let client = Client::connect([endpoint], None)
         .await
         .expect("connect is lazy");
 
@@ -207,7 +207,7 @@ async fn each_attempt_is_bounded_when_the_server_never_answers() {
     let mut failures = Vec::new();
     let gave_up = tokio::time::timeout(
         Duration::from_secs(3),
-        watch.reopen(&mut client, Duration::from_millis(300), |attempt, e, _| {
+        watch.reopen(&client, Duration::from_millis(300), |attempt, e, _| {
             failures.push((attempt, format!("{e:#}")));
         }),
     )
@@ -242,7 +242,7 @@ async fn a_compacted_start_is_canceled_and_catch_up_reads_the_state_then_watches
     client.compact(kept, None).await.expect("compact succeeds");
 
     let mut watch = ResumableWatch::new("/s/", true, Some(old));
-    let mut opened = watch.reopen(&mut client, LIMIT, no_retry).await.unwrap();
+    let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
     let canceled = tokio::time::timeout(LIMIT, opened.stream.message())
         .await
         .expect("etcd answers")
@@ -251,7 +251,7 @@ async fn a_compacted_start_is_canceled_and_catch_up_reads_the_state_then_watches
     assert!(canceled.canceled(), "{canceled:?}");
     assert_eq!(canceled.compact_revision(), kept);
 
-    let mut opened = watch.catch_up(&mut client, LIMIT, no_retry).await.unwrap();
+    let mut opened = watch.catch_up(&client, LIMIT, no_retry).await.unwrap();
     let state = opened.state.take().expect("catch_up reads the state");
     let read_at = state.header().expect("a GET has a header").revision();
     assert_eq!(read_at, kept, "the GET is at the current store revision");
@@ -289,7 +289,7 @@ async fn advance_moves_past_the_last_event_and_ignores_responses_without_events(
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
     let mut watch = ResumableWatch::new("/t/", true, None);
-    let mut opened = watch.reopen(&mut client, LIMIT, no_retry).await.unwrap();
+    let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
 
     // One transaction, one revision, two events in one response: the position moves past it once.
     let txn = Txn::new().and_then([TxnOp::put("/t/a", "1", None), TxnOp::put("/t/b", "2", None)]);
@@ -317,4 +317,44 @@ async fn advance_moves_past_the_last_event_and_ignores_responses_without_events(
     assert!(confirmation.canceled(), "{confirmation:?}");
     watch.advance(&confirmation);
     assert_eq!(watch.next_revision(), Some(start));
+}
+
+/// The classifier in the retry loop, with a real error from a real etcd: a reply over the limit (here a
+/// small one, 64 KiB) fails the same way on every try, so `catch_up` gives up at once instead of retrying,
+/// and the stream's own error is classified the same.
+#[tokio::test]
+async fn a_reply_over_the_limit_is_not_retried() {
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let value = "x".repeat(40_000);
+    let first = put(&mut client, "/big/a", &value).await;
+    put(&mut client, "/big/b", &value).await;
+
+    let mut watch = ResumableWatch::new("/big/", true, Some(first)).with_max_response(64 * 1024);
+    let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
+    let error = tokio::time::timeout(LIMIT, opened.stream.message())
+        .await
+        .expect("etcd answers")
+        .expect_err("80 KB of replay is over 64 KiB");
+    assert!(watch::is_permanent(&error), "{error:?}");
+    let said = format!("{:#}", watch::give_up("watch /big/", error, 64 * 1024));
+    assert!(
+        said.starts_with(
+            "watch /big/: one reply from etcd is over the 65536 bytes this watcher accepts"
+        ),
+        "{said}"
+    );
+
+    let gave_up = watch
+        .catch_up(&client, LIMIT, no_retry)
+        .await
+        .expect_err("the GET of the state is over the limit too");
+    assert!(
+        format!("{gave_up:#}").contains("read the state of every key under /big/"),
+        "{gave_up:#}"
+    );
+    assert!(
+        !watch::is_permanent(&etcd_client::Error::WatchError("channel closed".into())),
+        "a broken stream is worth retrying"
+    );
 }
