@@ -7,10 +7,21 @@
 #   scripts/etcd.sh logs     the last lines of etcd's log (`logs -f` to follow)
 #   scripts/etcd.sh reset    stop it and wipe its data
 #
+#   scripts/etcd.sh cluster up               three members instead of one (clients 2379, 22379, 32379),
+#                                            wait until all three are healthy (idempotent)
+#   scripts/etcd.sh cluster status           each member: running or not, its pid, which one leads
+#   scripts/etcd.sh cluster stop-member N    stop member N (1-3); the other two keep serving
+#   scripts/etcd.sh cluster start-member N   start it again on its own data: it rejoins and catches up
+#   scripts/etcd.sh cluster down             stop all three (`cluster reset` also wipes their data)
+#
 # Data, log and PID file live in .etcd/ at the top of the repository (git-ignored), or in LOCAL_ETCD_DIR.
 # Ports: LOCAL_ETCD_PORT (client, default 2379) and LOCAL_ETCD_PEER_PORT (default: the first free port after
 # the client port, so 2380). On another client port, `up` prints the ETCD_ENDPOINTS=... and ETCDCTL_ENDPOINTS=...
 # settings that point the examples and etcdctl at it.
+# The cluster keeps each member's data, log and PID file in .etcd/cluster/memberN/; its ports are
+# LOCAL_CLUSTER_CLIENT_PORTS (default 2379,22379,32379) and LOCAL_CLUSTER_PEER_PORTS (default: each client
+# port + 1).
+# The single member and the cluster both use 2379 and 2380: run one at a time.
 #
 # If etcd cannot be installed but Docker with compose is available, `up` falls back to docker-compose.yml.
 set -euo pipefail
@@ -195,6 +206,14 @@ cmd_up() {
     next_steps "$client_port"
     return 0
   fi
+  if any_member_runs; then
+    cluster_ports
+    fail "the 3-member cluster of \`$0 cluster up\` runs at $(cluster_endpoints). It and the single member
+both use 127.0.0.1:2379 and 2380; run one at a time. Use the cluster:
+  ETCD_ENDPOINTS=$(cluster_endpoints) cargo run -p kv
+or stop it first:
+  $(self) cluster down"
+  fi
   if ! "$root/scripts/install-deps.sh"; then
     if docker_available; then up_with_docker; return 0; fi
     fail "prerequisites are missing and could not be installed (see above)"
@@ -250,7 +269,9 @@ cmd_down() {
   if ! pid=$(our_pid); then
     rm -f "$pidfile"
     say "not running (no live PID in $(show "$pidfile"))"
-    if healthy; then
+    if any_member_runs; then
+      say "the 3-member cluster runs; stop it with: $(self) cluster down"
+    elif healthy; then
       say "the etcd answering at $endpoint was not started by this script; left running"
     fi
     return 0
@@ -291,6 +312,11 @@ cmd_status() {
     say "this script's etcd (pid $pid) runs at 127.0.0.1:$port, not at $endpoint"
   else
     say "no etcd started by this script is running (no live PID in $(show "$pidfile"))"
+    if any_member_runs; then
+      say "but its 3-member cluster (\`$0 cluster up\`) runs:"
+      cluster_status
+      return
+    fi
   fi
   if healthy; then
     say "the etcd answering at $endpoint was NOT started by this script (perhaps the system service 'etcd');"
@@ -326,12 +352,509 @@ cmd_reset() {
   say "wiped $(show "$data"); start afresh with: $0 up"
 }
 
+# ---- the local 3-member cluster (`scripts/etcd.sh cluster ...`) ----
+
+cluster_dir="$state/cluster"
+cluster_ports_file="$cluster_dir/ports"
+cluster_members=(1 2 3)
+cluster_token=etcd-by-example-cluster
+
+# This script as the user runs it again, with LOCAL_ETCD_DIR when it is set.
+self() {
+  local dir=""
+  [ -n "${LOCAL_ETCD_DIR:-}" ] && dir="LOCAL_ETCD_DIR=$LOCAL_ETCD_DIR "
+  echo "$dir$0"
+}
+
+member_dir() { echo "$cluster_dir/member$1"; }
+member_pidfile() { echo "$(member_dir "$1")/etcd.pid"; }
+member_log() { echo "$(member_dir "$1")/etcd.log"; }
+member_has_data() { [ -d "$(member_dir "$1")/data/member" ]; }
+member_endpoint() { echo "127.0.0.1:${cports[$1 - 1]}"; }
+
+# The PID of member N if it runs: the process must still be an etcd on member N's data directory.
+member_pid() {
+  local file pid
+  file=$(member_pidfile "$1")
+  [ -f "$file" ] || return 1
+  pid=$(cat "$file")
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
+    ps -ww -o args= -p "$pid" 2>/dev/null | grep -qF -- "--data-dir $(member_dir "$1")/data"; then
+    echo "$pid"
+  else
+    return 1
+  fi
+}
+
+any_member_runs() {
+  local n
+  for n in "${cluster_members[@]}"; do member_pid "$n" >/dev/null && return 0; done
+  return 1
+}
+
+cluster_endpoints() {
+  local n out=""
+  for n in "${cluster_members[@]}"; do out="$out${out:+,}$(member_endpoint "$n")"; done
+  echo "$out"
+}
+
+# Fails unless the ports after the first two arguments (the variable and its value) are three port numbers.
+check_three_ports() {
+  local var=$1 value=$2 p
+  shift 2
+  [ "$#" -eq 3 ] || fail "$var=$value: give three ports, comma-separated (for example 2379,22379,32379)"
+  for p in "$@"; do
+    valid_port "$p" || fail "$var=$value: '$p' is not a port number (1-65535)"
+  done
+}
+
+# Sets cports and pports (client and peer port of members 1-3): from LOCAL_CLUSTER_CLIENT_PORTS and
+# LOCAL_CLUSTER_PEER_PORTS, else from the ports recorded when the cluster was created, else the defaults.
+# Client ports given without peer ports get each client port + 1 as its peer port, as 2379 gets 2380.
+# A cluster's peer ports are written in its data, so a cluster that has data must keep them: `ports_changed`
+# tells whether the variables ask for other ports than the recorded ones.
+cluster_ports() {
+  local recorded_client="" recorded_peer=""
+  if [ -f "$cluster_ports_file" ]; then
+    recorded_client=$(sed -n 's/^client //p' "$cluster_ports_file")
+    recorded_peer=$(sed -n 's/^peer //p' "$cluster_ports_file")
+  fi
+  client_list=${LOCAL_CLUSTER_CLIENT_PORTS:-${recorded_client:-2379,22379,32379}}
+  local default_peers=2380,22380,32380
+  if [ -n "${LOCAL_CLUSTER_CLIENT_PORTS:-}" ]; then
+    IFS=, read -r -a cports <<<"$client_list"
+    check_three_ports LOCAL_CLUSTER_CLIENT_PORTS "$client_list" ${cports[@]+"${cports[@]}"}
+    default_peers="$((cports[0] + 1)),$((cports[1] + 1)),$((cports[2] + 1))"
+  fi
+  if [ -n "${LOCAL_CLUSTER_PEER_PORTS:-}" ]; then
+    peer_list=$LOCAL_CLUSTER_PEER_PORTS
+  elif [ -n "${LOCAL_CLUSTER_CLIENT_PORTS:-}" ]; then
+    peer_list=$default_peers
+  else
+    peer_list=${recorded_peer:-$default_peers}
+  fi
+  IFS=, read -r -a cports <<<"$client_list"
+  IFS=, read -r -a pports <<<"$peer_list"
+  check_three_ports LOCAL_CLUSTER_CLIENT_PORTS "$client_list" ${cports[@]+"${cports[@]}"}
+  check_three_ports LOCAL_CLUSTER_PEER_PORTS "$peer_list" ${pports[@]+"${pports[@]}"}
+  local dupes
+  dupes=$(printf '%s\n' "${cports[@]}" "${pports[@]}" | sort | uniq -d | tr '\n' ' ')
+  [ -z "$dupes" ] || fail "the cluster's six ports must all differ; used twice: $dupes"
+  ports_changed=false
+  if [ -n "$recorded_client" ] && { [ "$client_list" != "$recorded_client" ] || [ "$peer_list" != "$recorded_peer" ]; }; then
+    # The existing members run on the recorded ports: status, stop-member and down look there.
+    # up and start-member refuse (refuse_changed_ports).
+    ports_changed=true
+    IFS=, read -r -a cports <<<"$recorded_client"
+    IFS=, read -r -a pports <<<"$recorded_peer"
+  fi
+  recorded="client ports $recorded_client, peer ports $recorded_peer"
+}
+
+refuse_changed_ports() {
+  $ports_changed || return 0
+  fail "the cluster in $(show "$cluster_dir") was created with $recorded, and its members
+know each other by those peer ports. Unset LOCAL_CLUSTER_CLIENT_PORTS and LOCAL_CLUSTER_PEER_PORTS to use
+them, or wipe it and start afresh on the new ports:
+  $(self) cluster reset"
+}
+
+# Whatever answers at one member's ports when that member does not run, in plain words ("" if nothing).
+port_holder() {
+  local n=$1 port=${cports[$1 - 1]} peer=${pports[$1 - 1]} pid
+  if pid=$(our_pid) && [ "$(client_port_of "$pid")" = "$port" ]; then
+    echo "the single member of \`$0 up\` (pid $pid) answers at 127.0.0.1:$port"
+  elif port_in_use "$port"; then
+    if command -v etcdctl >/dev/null 2>&1 && ctl_at "127.0.0.1:$port" --dial-timeout=1s --command-timeout=2s \
+      endpoint status >/dev/null 2>&1; then
+      echo "an etcd that this script's cluster did not start answers at 127.0.0.1:$port (perhaps \`$0 up\` run with another LOCAL_ETCD_DIR, or the system service 'etcd')"
+    else
+      echo "something that is not etcd listens at 127.0.0.1:$port"
+    fi
+  elif port_in_use "$peer"; then
+    echo "something listens at member $n's peer port 127.0.0.1:$peer"
+  fi
+}
+
+# A complete command that starts the cluster on six ports that are free right now: client ports like
+# 12379, 42379, 52379 (the next hundred up if taken), each peer port one above its client port.
+cluster_other_ports_command() {
+  local off base c found=() peers=()
+  for off in 0 100 200 300 400 500 600 700 800 900; do
+    for base in 12379 22379 32379 42379 52379 62379; do
+      [ "${#found[@]}" -ge 3 ] && break 2
+      c=$((base + off))
+      if ! port_in_use "$c" && ! port_in_use $((c + 1)) &&
+        ! printf '%s\n' "${cports[@]}" "${pports[@]}" | grep -qx -e "$c" -e "$((c + 1))"; then
+        found+=("$c")
+        peers+=($((c + 1)))
+      fi
+    done
+  done
+  local reset=""
+  if member_has_data 1; then reset="$(self) cluster reset && "; fi
+  local IFS=,
+  echo "  ${reset}LOCAL_CLUSTER_CLIENT_PORTS=${found[*]} LOCAL_CLUSTER_PEER_PORTS=${peers[*]} $(self) cluster up"
+}
+
+cluster_next_steps() {
+  local all leader_line=""
+  all=$(cluster_endpoints)
+  say "point the examples and etcdctl at all three members:"
+  echo "  ETCD_ENDPOINTS=$all cargo run -p kv"
+  echo "  export ETCDCTL_ENDPOINTS=$all"
+  local leader=""
+  if leader=$(cluster_leader); then leader_line=" (the leader is member $leader)"; fi
+  say "stop a member$leader_line and start it again; the others keep serving:"
+  echo "  $(self) cluster stop-member ${leader:-1}"
+  echo "  $(self) cluster start-member ${leader:-1}"
+}
+
+ctl_at() {
+  local at=$1
+  shift
+  env -u ETCDCTL_ENDPOINTS -u ETCDCTL_DIAL_TIMEOUT -u ETCDCTL_COMMAND_TIMEOUT -u ETCDCTL_WRITE_OUT \
+    ETCDCTL_API=3 etcdctl --endpoints="$at" "$@"
+}
+
+# `member_id leader` as member N sees them, read with a serializable request (it answers without a quorum).
+member_view() {
+  port_in_use "${cports[$1 - 1]}" || return 1
+  ctl_at "$(member_endpoint "$1")" --dial-timeout=1s --command-timeout=2s endpoint status -w fields 2>/dev/null |
+    awk -F' : ' '/^"MemberID"/ { m = $2 } /^"Leader"/ { l = $2 } END { if (m == "") exit 1; print m, l }'
+}
+
+# Member N serves linearizable reads: it runs and belongs to a cluster with a quorum.
+member_healthy() {
+  port_in_use "${cports[$1 - 1]}" &&
+    ctl_at "$(member_endpoint "$1")" --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1
+}
+
+# The number (1-3) of the member that leads, as the running members see it.
+cluster_leader() {
+  local n view ids=() leader=""
+  for n in "${cluster_members[@]}"; do
+    if view=$(member_view "$n"); then
+      ids[n]=${view% *}
+      if [ "${view#* }" != 0 ]; then leader=${view#* }; fi
+    fi
+  done
+  [ -n "$leader" ] || return 1
+  for n in "${cluster_members[@]}"; do
+    if [ "${ids[n]:-}" = "$leader" ]; then echo "$n"; return 0; fi
+  done
+  return 1
+}
+
+start_member_process() {
+  local n=$1 dir peer_url client_url initial="" m
+  dir=$(member_dir "$n")
+  mkdir -p "$dir"
+  client_url="http://127.0.0.1:${cports[$n - 1]}"
+  peer_url="http://127.0.0.1:${pports[$n - 1]}"
+  for m in "${cluster_members[@]}"; do
+    initial="$initial${initial:+,}member$m=http://127.0.0.1:${pports[$m - 1]}"
+  done
+  # As for the single member: detached, so it outlives this script and ignores Ctrl-C in this terminal.
+  # On a member that has data, etcd ignores the --initial-* flags: it rejoins with what its data says.
+  local detach=nohup
+  command -v setsid >/dev/null 2>&1 && detach=setsid
+  "$detach" env -u ETCD_ENDPOINTS etcd \
+    --name "member$n" \
+    --data-dir "$dir/data" \
+    --listen-client-urls "$client_url" \
+    --advertise-client-urls "$client_url" \
+    --listen-peer-urls "$peer_url" \
+    --initial-advertise-peer-urls "$peer_url" \
+    --initial-cluster "$initial" \
+    --initial-cluster-token "$cluster_token" \
+    --initial-cluster-state new \
+    >>"$dir/etcd.log" 2>&1 </dev/null &
+  echo "$!" >"$(member_pidfile "$n")"
+  say "starting member $n (pid $!): client 127.0.0.1:${cports[$n - 1]}, peer 127.0.0.1:${pports[$n - 1]}, log $(show "$dir/etcd.log")"
+}
+
+# Waits until each member given is healthy. Returns 1 with the reason in start_error when one exits (its
+# log's last lines go to stderr) or after start_limit.
+wait_members_healthy() {
+  local n deadline=$((SECONDS + start_limit)) pending=("$@")
+  while [ "${#pending[@]}" -gt 0 ]; do
+    local still=()
+    for n in "${pending[@]}"; do
+      if ! member_pid "$n" >/dev/null; then
+        echo "--- last lines of $(show "$(member_log "$n")") ---" >&2
+        tail -n 20 "$(member_log "$n")" >&2 || true
+        rm -f "$(member_pidfile "$n")"
+        start_error="member $n exited during start-up (see above)"
+        return 1
+      fi
+      member_healthy "$n" || still+=("$n")
+    done
+    pending=(${still[@]+"${still[@]}"})
+    [ "${#pending[@]}" -eq 0 ] && break
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      start_error="member(s) ${pending[*]} did not become healthy within ${start_limit}s. A member serves only
+while a quorum (2 of 3) runs; see: $(self) cluster status, and the logs in $(show "$cluster_dir")"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+stop_pid() {
+  local pid=$1 what=$2
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  say "$what (pid $pid) did not stop within 10s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+refuse_single_member() {
+  local pid
+  if pid=$(our_pid); then
+    fail "the single member of \`$0 up\` runs (pid $pid) at 127.0.0.1:$(client_port_of "$pid"). It and the
+cluster both use 127.0.0.1:2379 and 2380 by default, and this state folder: run one at a time. Stop it first:
+  $(self) down"
+  fi
+  if [ -f "$docker_marker" ]; then
+    fail "the single member of \`$0 up\` runs in Docker (docker-compose.yml) on 127.0.0.1:2379. Stop it first:
+  $(self) down"
+  fi
+}
+
+cluster_up() {
+  cluster_ports
+  refuse_changed_ports
+  refuse_single_member
+  local n with_data=() without_data=() to_start=()
+  for n in "${cluster_members[@]}"; do
+    if member_has_data "$n"; then with_data+=("$n"); else without_data+=("$n"); fi
+  done
+  if [ "${#with_data[@]}" -gt 0 ] && [ "${#without_data[@]}" -gt 0 ]; then
+    fail "member(s) ${without_data[*]} have no data in $(show "$cluster_dir") while the others do, so they cannot
+rejoin; wipe the cluster and start afresh:
+  $(self) cluster reset && $(self) cluster up"
+  fi
+  for n in "${cluster_members[@]}"; do
+    member_pid "$n" >/dev/null || to_start+=("$n")
+  done
+  if [ "${#to_start[@]}" -eq 0 ]; then
+    wait_members_healthy "${cluster_members[@]}" || fail "$start_error"
+    say "the cluster is already running (pids $(member_pid 1), $(member_pid 2), $(member_pid 3)) at $(cluster_endpoints)"
+    cluster_next_steps
+    return 0
+  fi
+  "$root/scripts/install-deps.sh" ||
+    fail "prerequisites are missing and could not be installed (see above). With Docker, the same cluster:
+  docker compose --profile cluster up -d etcd-1 etcd-2 etcd-3"
+  local holder
+  for n in "${to_start[@]}"; do
+    holder=$(port_holder "$n")
+    if [ -z "$holder" ]; then continue; fi
+    if [[ "$holder" == "the single member"* ]]; then
+      fail "$holder; it and the cluster cannot both run. Stop it first:
+  $(self) down"
+    fi
+    local why="use other ports"
+    if member_has_data 1; then
+      why="start a new cluster on other ports (its members know each other by their peer ports, so this wipes the current one's data)"
+    fi
+    fail "member $n cannot start: $holder. Free the port, or $why:
+$(cluster_other_ports_command)"
+  done
+  if [ "${#without_data[@]}" -eq 3 ]; then
+    mkdir -p "$cluster_dir"
+    printf 'client %s\npeer %s\n' "$client_list" "$peer_list" >"$cluster_ports_file"
+    say "creating a new 3-member cluster in $(show "$cluster_dir")"
+  fi
+  for n in "${to_start[@]}"; do start_member_process "$n"; done
+  if ! wait_members_healthy "${cluster_members[@]}"; then
+    if [ "${#without_data[@]}" -eq 3 ]; then
+      # A cluster that never came up holds nothing: stop what started and wipe it, so that the next
+      # `cluster up` starts clean instead of finding some members with data and some without.
+      cluster_down >/dev/null
+      rm -rf "$cluster_dir"
+      fail "$start_error
+The new cluster did not come up; its members are stopped and its data wiped. Once the cause is fixed:
+  $(self) cluster up"
+    fi
+    fail "$start_error"
+  fi
+  say "the cluster is healthy: members 1, 2, 3 (pids $(member_pid 1), $(member_pid 2), $(member_pid 3)) at $(cluster_endpoints)"
+  cluster_next_steps
+}
+
+# Stops the followers first, then the leader. A leader that gets SIGTERM hands its leadership to a follower it
+# is connected to, and waits up to 7 s for that when the follower is stopping too; once the followers have
+# dropped their connections (at once on SIGTERM), it has no one to hand over to and just stops.
+cluster_down() {
+  local n pid leader="" pids=() names=()
+  if any_member_runs; then
+    cluster_ports
+    leader=$(cluster_leader) || true
+  fi
+  for n in "${cluster_members[@]}"; do
+    if pid=$(member_pid "$n"); then
+      if [ "$n" != "$leader" ]; then kill -TERM "$pid" 2>/dev/null || true; fi
+      pids+=("$pid")
+      names+=("$n")
+    else
+      rm -f "$(member_pidfile "$n")"
+      say "member $n is not running"
+    fi
+  done
+  [ "${#pids[@]}" -gt 0 ] || return 0
+  if [ -n "$leader" ] && [ "${#pids[@]}" -gt 1 ]; then
+    # The followers drop their peer connections at once; then the leader has no one to hand over to.
+    sleep 0.3
+    kill -TERM "$(member_pid "$leader")" 2>/dev/null || true
+  fi
+  local i
+  for i in "${!pids[@]}"; do
+    stop_pid "${pids[i]}" "member ${names[i]}"
+    rm -f "$(member_pidfile "${names[i]}")"
+    if [ "${names[i]}" = "$leader" ]; then
+      say "stopped member ${names[i]} (pid ${pids[i]}, the leader)"
+    else
+      say "stopped member ${names[i]} (pid ${pids[i]})"
+    fi
+  done
+  say "the data stays in $(show "$cluster_dir"); start again with: $(self) cluster up"
+}
+
+cluster_reset() {
+  cluster_down
+  rm -rf "$cluster_dir"
+  say "wiped $(show "$cluster_dir"); start afresh with: $(self) cluster up"
+}
+
+member_arg() {
+  [[ "${1:-}" =~ ^[123]$ ]] || fail "which member? give 1, 2 or 3 (for example: $0 cluster $2 1)"
+}
+
+cluster_stop_member() {
+  local n=$1 pid leader="" m running=()
+  cluster_ports
+  if ! pid=$(member_pid "$n"); then
+    rm -f "$(member_pidfile "$n")"
+    say "member $n is not running; start it with: $(self) cluster start-member $n"
+    return 0
+  fi
+  leader=$(cluster_leader) || true
+  stop_pid "$pid" "member $n"
+  rm -f "$(member_pidfile "$n")"
+  local was=""
+  if [ "$leader" = "$n" ]; then was=", the leader"; fi
+  say "stopped member $n (pid $pid$was)"
+  for m in "${cluster_members[@]}"; do member_pid "$m" >/dev/null && running+=("$m"); done
+  case "${#running[@]}" in
+    2) say "members ${running[0]} and ${running[1]} still run: a quorum (2 of 3), so the cluster keeps serving"
+       if [ -n "$was" ]; then say "they elect a new leader among themselves (etcd's election timeout is 1s by default)"; fi ;;
+    1) say "only member ${running[0]} still runs: without a quorum (2 of 3) the cluster refuses writes and"
+       say "linearizable reads until another member returns" ;;
+    *) say "no member runs now" ;;
+  esac
+  say "start it again with: $(self) cluster start-member $n"
+}
+
+cluster_start_member() {
+  local n=$1 pid
+  cluster_ports
+  refuse_changed_ports
+  if pid=$(member_pid "$n"); then
+    say "member $n already runs (pid $pid) at $(member_endpoint "$n")"
+    return 0
+  fi
+  member_has_data "$n" ||
+    fail "member $n has no data yet in $(show "$(member_dir "$n")"); create the cluster with: $(self) cluster up"
+  refuse_single_member
+  local holder
+  holder=$(port_holder "$n")
+  [ -z "$holder" ] || fail "member $n cannot start: $holder"
+  start_member_process "$n"
+  wait_members_healthy "$n" || fail "$start_error"
+  local leader
+  leader=$(cluster_leader) || leader="?"
+  say "member $n (pid $(member_pid "$n")) rejoined the cluster and is healthy at $(member_endpoint "$n"); the leader is member $leader"
+}
+
+cluster_status() {
+  command -v etcdctl >/dev/null 2>&1 || fail "etcdctl is not installed; run scripts/install-deps.sh"
+  cluster_ports
+  if $ports_changed; then
+    say "note: LOCAL_CLUSTER_*_PORTS ask for other ports than this cluster's ($recorded); showing its own"
+  fi
+  say "3-member cluster in $(show "$cluster_dir"): clients $(cluster_endpoints)"
+  local n pid view ids=() leaders=() states=() healthy_count=0
+  for n in "${cluster_members[@]}"; do
+    if pid=$(member_pid "$n") && view=$(member_view "$n"); then
+      ids[n]=${view% *}
+      leaders[n]=${view#* }
+    fi
+  done
+  for n in "${cluster_members[@]}"; do
+    local line="  member $n  $(member_endpoint "$n")  "
+    if pid=$(member_pid "$n"); then
+      if [ -z "${ids[n]:-}" ]; then
+        line+="running (pid $pid) but does not answer; see $(show "$(member_log "$n")")"
+      elif ! member_healthy "$n"; then
+        line+="running (pid $pid) but not serving: no quorum (2 of 3 members) with it"
+      elif [ "${leaders[n]}" = "${ids[n]}" ]; then
+        line+="running (pid $pid), leader"
+        healthy_count=$((healthy_count + 1))
+      else
+        line+="running (pid $pid), follower"
+        healthy_count=$((healthy_count + 1))
+      fi
+    else
+      line+="not running"
+      local holder
+      holder=$(port_holder "$n")
+      if [ -n "$holder" ]; then
+        line+="; but $holder"
+      elif member_has_data "$n" && any_member_runs; then
+        line+="; start it: $(self) cluster start-member $n"
+      fi
+    fi
+    echo "$line"
+  done
+  case "$healthy_count" in
+    3) say "all 3 members are healthy"; return 0 ;;
+    2) say "2 of 3 members are healthy: a quorum, so the cluster serves reads and writes" ;;
+    *) if any_member_runs; then
+         say "$healthy_count of 3 members are healthy: no quorum (2 of 3), so the cluster refuses writes"
+       elif member_has_data 1; then
+         say "the cluster is stopped; start it with: $(self) cluster up"
+       else
+         say "no cluster yet; create it with: $(self) cluster up"
+       fi ;;
+  esac
+  return 1
+}
+
+cmd_cluster() {
+  case "${1:-}" in
+    up) cluster_up ;;
+    down) cluster_down ;;
+    status) cluster_status ;;
+    reset) cluster_reset ;;
+    stop-member) member_arg "${2:-}" stop-member; cluster_stop_member "$2" ;;
+    start-member) member_arg "${2:-}" start-member; cluster_start_member "$2" ;;
+    "") usage >&2; exit 2 ;;
+    *) echo "etcd.sh: unknown cluster command '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
   logs) shift; cmd_logs "$@" ;;
   reset) cmd_reset ;;
+  cluster) shift; cmd_cluster "$@" ;;
   -h | --help | help) usage ;;
   "") usage >&2; exit 2 ;;
   *) echo "etcd.sh: unknown command '$1'" >&2; usage >&2; exit 2 ;;

@@ -362,6 +362,10 @@ pub fn explain(e: &etcd_client::Error) -> String {
             INVALID_ARGUMENT | FAILED_PRECONDITION | OUT_OF_RANGE => {
                 "etcd refused the request".into()
             }
+            // Not etcd's answer but the transport's: the HTTP/2 connection broke mid-call.
+            _ if message.contains("h2 protocol error") || message.contains("transport error") => {
+                return format!("the HTTP/2 connection broke: {reason}");
+            }
             _ => return format!("etcd answered: {reason}"),
         }
     };

@@ -11,8 +11,8 @@
 //! **Not Redis SETNX.** The article compares a lease to `SETNX`, but they do different things. A lease is
 //! an expiry time shared by keys, the counterpart of Redis `EXPIRE`/`SET ... EX`, and it never stops
 //! another client from writing the key. `SETNX` means "put only if absent"; in etcd that is a transaction
-//! whose condition is `create_revision(key) == 0` (the key does not exist yet). Until this project has a
-//! `txn` topic, read `try_acquire` in `crates/lock/src/lib.rs`, which is exactly such a transaction.
+//! whose condition is `create_revision(key) == 0` (the key does not exist yet): `cargo run -p txn` shows
+//! it, and `put_if_absent` in `crates/txn/src/lib.rs` is that transaction, ready to copy.
 //! A lock needs both: put-if-absent to take it, and a lease so it frees itself when its owner dies.
 //!
 //! Run it (with an etcd from `scripts/etcd.sh up`):

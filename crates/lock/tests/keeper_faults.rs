@@ -171,8 +171,10 @@ async fn stays_kept(client: &mut Client, kept: &mut Kept, span: Duration) -> Vec
     while Instant::now() < until {
         kept.still_keeping();
         let ttl = remaining(client, kept.id).await;
+        // etcd answers -1 for a lease that no longer exists; 0 only means less than a second is left,
+        // which happens right after a freeze, before the keeper's pending renewal is served.
         assert!(
-            ttl > 0,
+            ttl >= 0,
             "lease {:016x} is gone although the keeper did not say so",
             kept.id
         );

@@ -195,9 +195,14 @@ impl TestCluster {
     }
 
     /// Freezes member `i` (SIGSTOP): its sockets stay open, but nothing answers. Undo with
-    /// [`TestCluster::thaw`].
+    /// [`TestCluster::thaw`]. Returns once the member is really stopped.
     pub fn freeze(&self, i: usize) {
         self.send(i, Signal::SIGSTOP);
+        let child = self.members[i]
+            .child
+            .as_ref()
+            .expect("the member is running");
+        crate::wait_until_stopped(child.id());
     }
 
     /// Lets a frozen member run again (SIGCONT).

@@ -139,8 +139,13 @@ impl TestEtcd {
 
     /// Freezes the member (SIGSTOP): its sockets stay open and accept connections, but nothing answers,
     /// as with a stalled VM or a long GC pause. Undo with [`TestEtcd::thaw`]; dropping also ends it.
+    ///
+    /// Returns once every thread of the process is stopped: `kill` only queues the signal, and a thread
+    /// running on the other core could otherwise still answer a request sent right after.
     pub fn freeze(&self) {
         self.send(Signal::SIGSTOP);
+        let child = self.child.as_ref().expect("the member is running");
+        wait_until_stopped(child.id());
     }
 
     /// Lets a frozen member run again (SIGCONT), with its state as it was.
@@ -252,6 +257,31 @@ impl TestEtcd {
 impl Drop for TestEtcd {
     fn drop(&mut self) {
         self.end_with(Signal::SIGKILL);
+    }
+}
+
+/// Waits (up to 5 s) until every thread of process `pid` is in the stopped state (`T` in
+/// /proc/<pid>/task/*/stat), after a SIGSTOP.
+pub fn wait_until_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let all_stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state is the first field after the command name, which is in parentheses.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    };
+    while !all_stopped() {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} did not stop within 5 s of SIGSTOP"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

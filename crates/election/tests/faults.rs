@@ -1,0 +1,252 @@
+//! The real `election` binary against an etcd that is frozen (SIGSTOP), restarted (SIGKILL and back on the
+//! same data), or dead in the endpoint list.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::ResignOptions;
+use test_etcd::{assert_clean_failure, keys_under, lease_ids, Bin, Output, Signal, TestEtcd};
+
+const ELECTION: &str = env!("CARGO_BIN_EXE_election");
+const LIMIT: Duration = Duration::from_secs(30);
+const SHORT: Duration = Duration::from_secs(10);
+
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
+
+fn line_of<'a>(out: &'a Output, start: &str) -> &'a str {
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no {start:?} line: {out:#?}"))
+}
+
+#[tokio::test]
+async fn ctrl_c_while_connecting_stops_at_once() {
+    let etcd = TestEtcd::start().await;
+    etcd.freeze();
+    // A long dial timeout: without listening for Ctrl-C, connecting would hold the program for 20 s.
+    let bin = Bin::spawn(
+        ELECTION,
+        &etcd.endpoint(),
+        &["--id", "a", "--hold", "5", "--dial-timeout", "20"],
+    );
+    bin.wait_until_catching(Signal::SIGINT, LIMIT).await;
+
+    bin.signal(Signal::SIGINT);
+    let signalled = Instant::now();
+    let out = bin.finish(LIMIT).await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "took {:?}: {out:#?}",
+        signalled.elapsed()
+    );
+    assert!(out.status.success(), "{out:#?}");
+    assert!(
+        out.stdout.contains("Ctrl-C: stopped before connecting"),
+        "{out:#?}"
+    );
+    etcd.thaw();
+    let mut client = etcd.client().await;
+    assert!(
+        lease_ids(&mut client).await.is_empty(),
+        "no session started"
+    );
+    assert!(keys_under(&mut client, "/election/").await.is_empty());
+}
+
+/// The leader keeps leading across a crash and restart of etcd (its session re-opens the keep-alive
+/// stream), and the candidate waiting behind it campaigns again with the same lease and keeps its place:
+/// it is elected with the create revision it had before the restart.
+#[tokio::test]
+async fn leader_and_waiter_survive_a_short_etcd_restart() {
+    let mut etcd = TestEtcd::start().await;
+    let mut a = Bin::spawn(
+        ELECTION,
+        &etcd.endpoint(),
+        &["--id", "a", "--ttl", "5", "--hold", "7"],
+    );
+    a.line_containing("leader a ", SHORT).await;
+    let mut b = Bin::spawn(
+        ELECTION,
+        &etcd.endpoint(),
+        &["--id", "b", "--ttl", "5", "--hold", "0.3"],
+    );
+    b.line_containing("b campaigns for", SHORT).await;
+    let client = etcd.client().await;
+    let queued_at = test_etcd::eventually("b queued", SHORT, || {
+        let mut client = client.clone();
+        async move {
+            let resp = client
+                .get(
+                    "/election/",
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await
+                .unwrap();
+            (resp.kvs().len() == 2).then(|| {
+                resp.kvs()
+                    .iter()
+                    .find(|kv| kv.value() == b"b")
+                    .expect("b's key")
+                    .create_revision()
+            })
+        }
+    })
+    .await;
+
+    etcd.kill();
+    etcd.restart().await;
+
+    let a = a.finish(LIMIT).await;
+    assert!(a.status.success(), "{a:#?}");
+    let b = b.finish(LIMIT).await;
+    assert!(b.status.success(), "{b:#?}");
+    assert!(
+        b.stdout
+            .contains("lost the connection to etcd while campaigning"),
+        "{b:#?}"
+    );
+    let (a_led, a_resigned) = (line_of(&a, "leader a "), line_of(&a, "resigned a "));
+    let b_led = line_of(&b, "leader b ");
+    let (from, until): (u128, u128) = (
+        field(a_led, "at=").parse().unwrap(),
+        field(a_resigned, "at=").parse().unwrap(),
+    );
+    assert!(until - from >= 7_000, "a led for its whole --hold: {a:#?}");
+    assert!(
+        until <= field(b_led, "at=").parse::<u128>().unwrap(),
+        "no overlap"
+    );
+    assert_eq!(
+        field(b_led, "rev="),
+        queued_at.to_string(),
+        "b kept its place (and its create revision) across the restart"
+    );
+    for out in [&a, &b] {
+        assert!(
+            !out.stderr.contains("WARN") && !out.stderr.contains("error"),
+            "{out:#?}"
+        );
+    }
+    let mut client = etcd.client().await;
+    assert!(keys_under(&mut client, "/election/").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
+}
+
+/// The observer's stream breaks with the restart; it observes again with backoff, does not print the
+/// leader it already printed, and prints the next change.
+#[tokio::test]
+async fn the_observer_survives_an_etcd_restart_and_prints_each_change_once() {
+    let mut etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut observer = Bin::spawn(ELECTION, &etcd.endpoint(), &["--observe"]);
+    observer.line_containing("observing /election", SHORT).await;
+
+    let one = client.lease_grant(30, None).await.unwrap().id();
+    let won = client.campaign("/election", "x", one).await.unwrap();
+    observer
+        .line_containing("leader of /election is now x ", SHORT)
+        .await;
+
+    etcd.kill();
+    etcd.restart().await;
+    observer
+        .line_containing("lost the observe stream", SHORT)
+        .await;
+
+    let mut client = etcd.client().await;
+    client
+        .resign(Some(
+            ResignOptions::new().with_leader(won.leader().unwrap().clone()),
+        ))
+        .await
+        .unwrap();
+    let two = client.lease_grant(30, None).await.unwrap().id();
+    client.campaign("/election", "y", two).await.unwrap();
+    observer
+        .line_containing("leader of /election is now y ", SHORT)
+        .await;
+
+    observer.signal(Signal::SIGINT);
+    let out = observer.finish(SHORT).await;
+    assert!(out.status.success(), "{out:#?}");
+    let changes: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("leader of"))
+        .collect();
+    assert_eq!(changes.len(), 2, "x once, then y: {out:#?}");
+    assert_eq!(
+        out.stdout.matches("lost the observe stream").count(),
+        1,
+        "one line per outage: {out:#?}"
+    );
+    for lease in [one, two] {
+        client.lease_revoke(lease).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn resign_against_a_frozen_etcd_is_bounded_by_the_dial_timeout() {
+    let etcd = TestEtcd::start().await;
+    let dial_timeout = Duration::from_secs(2);
+    let mut a = Bin::spawn(
+        ELECTION,
+        &etcd.endpoint(),
+        &[
+            "--dial-timeout",
+            "2",
+            "--id",
+            "a",
+            "--ttl",
+            "5",
+            "--hold",
+            "60",
+        ],
+    );
+    a.line_containing("leader a ", SHORT).await;
+
+    etcd.freeze();
+    a.signal(Signal::SIGINT);
+    let signalled = Instant::now();
+    let out = a.finish(LIMIT).await;
+    let took = signalled.elapsed();
+    etcd.thaw();
+
+    assert!(
+        took < dial_timeout + Duration::from_secs(2),
+        "took {took:?}: {out:#?}"
+    );
+    assert_clean_failure(&out);
+    assert!(out.stdout.contains("Ctrl-C: resigning early"), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("resign from /election: etcd did not answer within 2s (--dial-timeout)")
+            && out
+                .stderr
+                .contains("the next candidate is elected when lease"),
+        "{out:#?}"
+    );
+    assert!(!out.stdout.contains("resigned"), "{out:#?}");
+}
+
+#[tokio::test]
+async fn the_demo_works_with_a_dead_member_in_the_endpoint_list() {
+    let etcd = TestEtcd::start().await;
+    let dead = format!("127.0.0.1:{}", test_etcd::free_port());
+    let endpoints = format!("{dead},{}", etcd.endpoint());
+    let out = Bin::run(ELECTION, &endpoints, &[], LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+    assert!(out.stdout.contains("6. candidate b won"), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains(&format!("note: etcd member {dead} does not answer")),
+        "{out:#?}"
+    );
+    let mut client = etcd.client().await;
+    assert!(lease_ids(&mut client).await.is_empty(), "{out:#?}");
+    assert!(keys_under(&mut client, "/election/").await.is_empty());
+}
