@@ -1,0 +1,175 @@
+//! The command line of `cargo run -p bench`. Kept apart from `main.rs`, which is about etcd.
+//!
+//! The subcommands and flags mirror etcd's own `benchmark` tool (tools/benchmark in etcd's repository),
+//! so `bench put --clients 64 --conns 1 --total 10000` and `benchmark put --clients 64 --conns 1
+//! --total 10000` ask for the same work.
+
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use etcd_connect::{ConnectArgs, KeyParser};
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Drive etcd hard from one process: sequential, multiplexed, several connections, batched",
+    // `bench --endpoints x put` would leave it unclear which --endpoints counts: flags go after the
+    // subcommand (`bench put --endpoints x`), or without one for the default run.
+    args_conflicts_with_subcommands = true
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    /// Prefix every key is written under. It must hold no keys yet: the run deletes it at the end.
+    #[arg(long, default_value = "/bench/", value_parser = KeyParser)]
+    pub prefix: String,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// PUT --total keys, like `benchmark put`.
+    Put(PutArgs),
+    /// Read one key --total times, like `benchmark range`.
+    Range(RangeArgs),
+    /// PUT --total keys, --txn-ops of them per transaction, like `benchmark txn-put`.
+    TxnPut(TxnPutArgs),
+    /// Renew a lease --total times, one lease per client, like `benchmark lease-keepalive`.
+    LeaseKeepalive(LeaseArgs),
+    /// Time from a PUT to its watch event, --put-total times, like `benchmark watch-latency`.
+    WatchLatency(WatchArgs),
+}
+
+/// What every subcommand shares: where etcd is, how hard to drive it, and how.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Load {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    /// Concurrent requests in flight (etcd's tool calls them clients).
+    #[arg(long, default_value = "1", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub clients: u32,
+
+    /// HTTP/2 connections (separate `Client::connect`s) the clients are spread over; at most --clients.
+    #[arg(long, default_value = "1", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub conns: u32,
+
+    /// Prefix every key is written under. It must hold no keys yet: the run deletes it at the end.
+    #[arg(long, default_value = "/bench/", value_parser = KeyParser)]
+    pub prefix: String,
+
+    /// Tokio runtime: `multi` (a worker thread per core) or `current` (one thread). See main.rs.
+    #[arg(long, value_enum, default_value = "multi")]
+    pub runtime: Runtime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Runtime {
+    Multi,
+    Current,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pub load: Load,
+
+    /// Number of PUT requests.
+    #[arg(long, default_value = "10000", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub total: u64,
+
+    /// Key size in bytes, after the prefix (keys are zero-padded decimal numbers, readable in etcdctl).
+    #[arg(long, default_value = "8", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub key_size: u32,
+
+    /// Value size in bytes.
+    #[arg(long, default_value = "8", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub val_size: u32,
+
+    /// How many different keys are written (keys are picked among 0..key-space-size).
+    #[arg(long, default_value = "1", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub key_space_size: u64,
+
+    /// Write keys 0, 1, 2, ... (wrapping at --key-space-size) instead of picking them at random.
+    #[arg(long)]
+    pub sequential_keys: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct RangeArgs {
+    /// Key to read (it may be absent: an empty read is still a full range request).
+    #[arg(value_parser = KeyParser)]
+    pub key: String,
+
+    #[command(flatten)]
+    pub load: Load,
+
+    /// Number of range requests.
+    #[arg(long, default_value = "10000", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub total: u64,
+
+    /// `l` linearizable (goes through the leader and a quorum), `s` serializable (the member answers
+    /// from its own copy).
+    #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+    pub consistency: String,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct TxnPutArgs {
+    #[command(flatten)]
+    pub load: Load,
+
+    /// Number of keys PUT in all; they go in ceil(total / txn-ops) transactions.
+    #[arg(long, default_value = "10000", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub total: u64,
+
+    /// PUTs per transaction (etcd allows 128 by default, --max-txn-ops).
+    #[arg(long, default_value = "64", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub txn_ops: u32,
+
+    /// Key size in bytes, after the prefix.
+    #[arg(long, default_value = "8", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub key_size: u32,
+
+    /// Value size in bytes.
+    #[arg(long, default_value = "8", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub val_size: u32,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct LeaseArgs {
+    #[command(flatten)]
+    pub load: Load,
+
+    /// Number of keep-alive requests.
+    #[arg(long, default_value = "10000", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub total: u64,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub load: Load,
+
+    /// Number of PUTs whose watch events are timed (one at a time).
+    #[arg(long, default_value = "10000", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub put_total: u64,
+
+    /// Value size in bytes.
+    #[arg(long, default_value = "8", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub val_size: u32,
+}
