@@ -25,7 +25,6 @@
 
 mod cli;
 
-use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -34,7 +33,7 @@ use etcd_client::{
     Client, EventType, GetOptions, LeaderKey, ProclaimOptions, ResignOptions, SortOrder,
     SortTarget, WatchOptions,
 };
-use etcd_connect::Shutdown;
+use etcd_connect::{ExitBudget, Shutdown};
 use log::debug;
 use tokio::time::Instant;
 
@@ -83,41 +82,6 @@ async fn run(args: cli::Args) -> Result<()> {
     }
 }
 
-/// The time left for the calls made while exiting. The clock starts at the first of them, and every one
-/// after it gets what is left: together they never take longer than `--dial-timeout`.
-struct ExitBudget {
-    limit: Duration,
-    until: Option<Instant>,
-}
-
-impl ExitBudget {
-    fn new(limit: Duration) -> ExitBudget {
-        ExitBudget { limit, until: None }
-    }
-
-    /// Makes `call` (described by `what`), giving up when the budget runs out.
-    async fn call<T>(
-        &mut self,
-        what: impl std::fmt::Display,
-        call: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        let until = *self
-            .until
-            .get_or_insert_with(|| Instant::now() + self.limit);
-        match tokio::time::timeout_at(until, call).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => {
-                debug!("{what}: {e:?}");
-                Err(anyhow!("{what}: {}", election::brief(&e)))
-            }
-            Err(_) => Err(anyhow!(
-                "{what}: etcd did not answer within {:?} (--dial-timeout)",
-                self.limit
-            )),
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // The demo: two candidates in one process.
 // ---------------------------------------------------------------------------------------------------------
@@ -147,7 +111,7 @@ async fn demo(
         let what = format!("revoke lease {lease:016x}");
         match exit.call(what, client.lease_revoke(lease)).await {
             Ok(_) => {}
-            Err(e) if format!("{e}").contains("lease not found") => {
+            Err(e) if format!("{e:#}").contains("lease not found") => {
                 debug!("lease {lease:016x} had expired already")
             }
             Err(e) => revoked = Err(e),

@@ -451,6 +451,42 @@ impl Shutdown {
     }
 }
 
+/// The time left for the calls a program makes on its way out (unlock, resign, revoke, a last read, the
+/// clean-up). The clock starts at the first of them, and every one after it gets what is left: together they
+/// never take longer than `--dial-timeout`, so stopping never hangs on an etcd that stopped answering.
+/// Create it with the dial timeout: `ExitBudget::new(args.connect.dial_timeout)`.
+#[derive(Debug)]
+pub struct ExitBudget {
+    limit: Duration,
+    until: Option<tokio::time::Instant>,
+}
+
+impl ExitBudget {
+    pub fn new(limit: Duration) -> ExitBudget {
+        ExitBudget { limit, until: None }
+    }
+
+    /// Makes `call` (described by `what`, as in "unlock /lock/694d"), giving up when the budget runs out.
+    /// An etcd error keeps its cause, so [`report`] explains it in one line.
+    pub async fn call<T>(
+        &mut self,
+        what: impl std::fmt::Display,
+        call: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        let until = *self
+            .until
+            .get_or_insert_with(|| tokio::time::Instant::now() + self.limit);
+        match tokio::time::timeout_at(until, call).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context(what.to_string())),
+            Err(_) => bail!(
+                "{what}: etcd did not answer within {:?} (--dial-timeout)",
+                self.limit
+            ),
+        }
+    }
+}
+
 /// Turns the result of a topic's `run` into the process exit status.
 ///
 /// An error prints as one line, `error: what failed: why`, with anyhow's cause chain joined by `: `.

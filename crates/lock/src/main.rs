@@ -25,7 +25,6 @@
 
 mod cli;
 
-use std::future::Future;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,10 +33,9 @@ use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, LockOptions, SortOrder, SortTarget, Txn,
     TxnOp, WatchOptions,
 };
-use etcd_connect::Shutdown;
+use etcd_connect::{ExitBudget, Shutdown};
 use lock::{LockKey, Session, TryOutcome, FIRST_PAUSE, MAX_PAUSE};
 use log::debug;
-use tokio::time::Instant;
 
 /// Where the demo's fenced write goes (deleted at the end).
 const PROTECTED_KEY: &str = "/demo/protected-config";
@@ -89,41 +87,6 @@ async fn run(args: cli::Args) -> Result<Outcome> {
         cli::Mode::Demo => demo(client, &args, &mut shutdown, &mut exit).await,
         cli::Mode::Contend { hold, try_once } => {
             contend(client, &args, hold, try_once, &mut shutdown, &mut exit).await
-        }
-    }
-}
-
-/// The time left for the calls made while exiting. The clock starts at the first of them, and every one
-/// after it gets what is left: together they never take longer than `--dial-timeout`.
-struct ExitBudget {
-    limit: Duration,
-    until: Option<Instant>,
-}
-
-impl ExitBudget {
-    fn new(limit: Duration) -> ExitBudget {
-        ExitBudget { limit, until: None }
-    }
-
-    /// Makes `call` (described by `what`), giving up when the budget runs out.
-    async fn call<T>(
-        &mut self,
-        what: impl std::fmt::Display,
-        call: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        let until = *self
-            .until
-            .get_or_insert_with(|| Instant::now() + self.limit);
-        match tokio::time::timeout_at(until, call).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => {
-                debug!("{what}: {e:?}");
-                Err(anyhow!("{what}: {}", lock::brief(&e)))
-            }
-            Err(_) => Err(anyhow!(
-                "{what}: etcd did not answer within {:?} (--dial-timeout)",
-                self.limit
-            )),
         }
     }
 }

@@ -25,7 +25,6 @@
 
 mod cli;
 
-use std::future::Future;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,7 +35,7 @@ use clap::Parser;
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
-use etcd_connect::Shutdown;
+use etcd_connect::{ExitBudget, Shutdown};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -458,39 +457,6 @@ async fn steps(
     }
     println!("   total: {total}, as before: each transfer moved money whole, or not at all");
     Ok(())
-}
-
-/// The time left for the last calls of the run: reading the balances (after Ctrl-C, on the way out) and
-/// the clean-up. The clock starts at the first of them, and every one after it gets what is left: together
-/// they never take longer than --dial-timeout, so stopping never hangs on an etcd that stopped answering.
-struct ExitBudget {
-    limit: Duration,
-    until: Option<Instant>,
-}
-
-impl ExitBudget {
-    fn new(limit: Duration) -> ExitBudget {
-        ExitBudget { limit, until: None }
-    }
-
-    /// Makes `call` (described by `what`), giving up when the budget runs out.
-    async fn call<T>(
-        &mut self,
-        what: impl std::fmt::Display,
-        call: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        let until = *self
-            .until
-            .get_or_insert_with(|| Instant::now() + self.limit);
-        match tokio::time::timeout_at(until, call).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context(what.to_string())),
-            Err(_) => Err(anyhow!(
-                "{what}: etcd did not answer within {:?} (--dial-timeout)",
-                self.limit
-            )),
-        }
-    }
 }
 
 /// What the workers did, counted across all of them (also when Ctrl-C stops them halfway).
