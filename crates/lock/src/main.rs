@@ -484,10 +484,12 @@ async fn hold_the_lock(
         // The lock call waits on the server until every key queued before ours is deleted. Dropping it
         // (as `select!` does on Ctrl-C) cancels the call, and etcd removes our queued key.
         //
-        // If the connection breaks while we wait (etcd restarts, the network blips), ask again with the
-        // same lease: the lock service then finds our key `<name>/<lease>` still there and keeps its create
-        // revision, so we keep our place in the queue. Keep asking, with growing pauses, for as long as the
-        // session lives; an error that retrying cannot fix (say, the lease is gone) ends the wait.
+        // If the connection breaks while we wait, ask again with the same lease. After an etcd restart the
+        // lock service finds our key `<name>/<lease>` still there and keeps its create revision, so we keep
+        // our place in the queue. If etcd kept running and saw our call cancelled (the connection dropped),
+        // it removed the key, and asking again queues us at the back; either way the token is read back
+        // after the lock is granted. Keep asking, with growing pauses, for as long as the session lives; an
+        // error that retrying cannot fix (say, the lease is gone) ends the wait.
         let mut pause = FIRST_PAUSE;
         let mut told = false;
         let locked = loop {
@@ -506,7 +508,7 @@ async fn hold_the_lock(
                     if !told {
                         println!(
                             "lost the connection to etcd while waiting ({}); asking again with the same \
-                             lease, which keeps its place in the queue",
+                             lease, which keeps its place in the queue if etcd still holds its key",
                             lock::brief(&e)
                         );
                         told = true;

@@ -466,7 +466,7 @@ async fn waiter_survives_a_short_etcd_restart() {
     assert!(
         waiter
             .stdout
-            .contains("asking again with the same lease, which keeps its place in the queue"),
+            .contains("asking again with the same lease, which keeps its place in the queue if etcd still holds its key"),
         "{waiter:#?}"
     );
     let (first, second) = (turn_of(&holder), turn_of(&waiter));
