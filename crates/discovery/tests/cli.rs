@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use test_etcd::{
-    assert_fails_fast_on_dead_endpoint, assert_refused, get_value, keys_under, lease_ids, lease_of,
-    put, Bin, Output, Signal, TestEtcd,
+    assert_ctrl_c_while_connecting_stops_at_once, assert_fails_fast_on_dead_endpoint,
+    assert_refused, get_value, keys_under, lease_ids, lease_of, put, Bin, Output, Signal, TestEtcd,
 };
 
 const DISCOVERY: &str = env!("CARGO_BIN_EXE_discovery");
@@ -438,7 +438,6 @@ async fn deregistering_against_a_frozen_etcd_is_bounded_by_the_dial_timeout() {
 #[tokio::test]
 async fn ctrl_c_while_connecting_stops_at_once() {
     let etcd = TestEtcd::start().await;
-    etcd.freeze();
     let args = [
         "register",
         "--service",
@@ -448,23 +447,13 @@ async fn ctrl_c_while_connecting_stops_at_once() {
         "--addr",
         "127.0.0.1:8001",
     ];
-    let bin = Bin::spawn(DISCOVERY, &etcd.endpoint(), &args);
-    bin.wait_until_catching(Signal::SIGINT, LIMIT).await;
-    let sent = Instant::now();
-    bin.signal(Signal::SIGINT);
-    let out = bin.finish(LIMIT).await;
-    assert!(
-        sent.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        sent.elapsed()
-    );
-    etcd.thaw();
-    assert!(out.status.success(), "{out:#?}");
-    assert!(
-        out.stdout.contains("stopped before connecting"),
-        "{}",
-        out.stdout
-    );
+    assert_ctrl_c_while_connecting_stops_at_once(
+        &etcd,
+        DISCOVERY,
+        &args,
+        "stopped before connecting",
+    )
+    .await;
     let mut client = etcd.client().await;
     assert!(keys_under(&mut client, "/services/").await.is_empty());
 }

@@ -4,7 +4,10 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::ResignOptions;
-use test_etcd::{assert_clean_failure, keys_under, lease_ids, Bin, Output, Signal, TestEtcd};
+use test_etcd::{
+    assert_clean_failure, assert_ctrl_c_while_connecting_stops_at_once, keys_under, lease_ids, Bin,
+    Output, Signal, TestEtcd,
+};
 
 const ELECTION: &str = env!("CARGO_BIN_EXE_election");
 const LIMIT: Duration = Duration::from_secs(30);
@@ -26,29 +29,13 @@ fn line_of<'a>(out: &'a Output, start: &str) -> &'a str {
 #[tokio::test]
 async fn ctrl_c_while_connecting_stops_at_once() {
     let etcd = TestEtcd::start().await;
-    etcd.freeze();
-    // A long dial timeout: without listening for Ctrl-C, connecting would hold the program for 20 s.
-    let bin = Bin::spawn(
+    assert_ctrl_c_while_connecting_stops_at_once(
+        &etcd,
         ELECTION,
-        &etcd.endpoint(),
-        &["--id", "a", "--hold", "5", "--dial-timeout", "20"],
-    );
-    bin.wait_until_catching(Signal::SIGINT, LIMIT).await;
-
-    bin.signal(Signal::SIGINT);
-    let signalled = Instant::now();
-    let out = bin.finish(LIMIT).await;
-    assert!(
-        signalled.elapsed() < Duration::from_secs(2),
-        "took {:?}: {out:#?}",
-        signalled.elapsed()
-    );
-    assert!(out.status.success(), "{out:#?}");
-    assert!(
-        out.stdout.contains("Ctrl-C: stopped before connecting"),
-        "{out:#?}"
-    );
-    etcd.thaw();
+        &["--id", "a", "--hold", "5"],
+        "Ctrl-C: stopped before connecting",
+    )
+    .await;
     let mut client = etcd.client().await;
     assert!(
         lease_ids(&mut client).await.is_empty(),

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use test_etcd::{
-    assert_clean_failure, eventually, get_value, lease_exists, lease_id_in, lease_ids, lease_of,
-    Bin, Signal, TestEtcd,
+    assert_clean_failure, assert_ctrl_c_while_connecting_stops_at_once, eventually, get_value,
+    lease_exists, lease_id_in, lease_ids, lease_of, Bin, Signal, TestEtcd,
 };
 
 const LEASE: &str = env!("CARGO_BIN_EXE_lease");
@@ -88,26 +88,13 @@ async fn revoke_against_a_frozen_etcd_is_bounded_by_the_dial_timeout() {
 #[tokio::test]
 async fn ctrl_c_while_connecting_stops_at_once() {
     let etcd = TestEtcd::start().await;
-    etcd.freeze();
-    // A long dial timeout: without listening for Ctrl-C, connecting would hold the program for 20 s.
-    let bin = Bin::spawn(LEASE, &etcd.endpoint(), &["--dial-timeout", "20"]);
-    bin.wait_until_catching(Signal::SIGINT, LIMIT).await;
-
-    bin.signal(Signal::SIGINT);
-    let signalled = Instant::now();
-    let out = bin.finish(LIMIT).await;
-    assert!(
-        signalled.elapsed() < Duration::from_secs(2),
-        "took {:?}: {out:#?}",
-        signalled.elapsed()
-    );
-    assert!(out.status.success(), "{out:#?}");
-    assert!(
-        out.stdout
-            .contains("Ctrl-C while connecting: stopped; nothing was created in etcd"),
-        "{out:#?}"
-    );
-    etcd.thaw();
+    assert_ctrl_c_while_connecting_stops_at_once(
+        &etcd,
+        LEASE,
+        &[],
+        "Ctrl-C while connecting: stopped; nothing was created in etcd",
+    )
+    .await;
     let mut client = etcd.client().await;
     assert!(lease_ids(&mut client).await.is_empty(), "no lease granted");
     assert_eq!(get_value(&mut client, "name").await, None);

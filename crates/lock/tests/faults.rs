@@ -1,8 +1,10 @@
 //! The real `lock` binary against an etcd that is frozen (SIGSTOP) while it connects.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use test_etcd::{keys_under, lease_ids, Bin, Signal, TestEtcd};
+use test_etcd::{
+    assert_ctrl_c_while_connecting_stops_at_once, keys_under, lease_ids, Bin, TestEtcd,
+};
 
 const LOCK: &str = env!("CARGO_BIN_EXE_lock");
 const LIMIT: Duration = Duration::from_secs(30);
@@ -10,29 +12,13 @@ const LIMIT: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn ctrl_c_while_connecting_stops_at_once() {
     let etcd = TestEtcd::start().await;
-    etcd.freeze();
-    // A long dial timeout: without listening for Ctrl-C, connecting would hold the program for 20 s.
-    let bin = Bin::spawn(
+    assert_ctrl_c_while_connecting_stops_at_once(
+        &etcd,
         LOCK,
-        &etcd.endpoint(),
-        &["--hold", "5", "--dial-timeout", "20"],
-    );
-    bin.wait_until_catching(Signal::SIGINT, LIMIT).await;
-
-    bin.signal(Signal::SIGINT);
-    let signalled = Instant::now();
-    let out = bin.finish(LIMIT).await;
-    assert!(
-        signalled.elapsed() < Duration::from_secs(2),
-        "took {:?}: {out:#?}",
-        signalled.elapsed()
-    );
-    assert!(out.status.success(), "{out:#?}");
-    assert!(
-        out.stdout.contains("Ctrl-C: stopped before connecting"),
-        "{out:#?}"
-    );
-    etcd.thaw();
+        &["--hold", "5"],
+        "Ctrl-C: stopped before connecting",
+    )
+    .await;
     let mut client = etcd.client().await;
     assert!(
         lease_ids(&mut client).await.is_empty(),

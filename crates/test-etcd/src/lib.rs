@@ -561,6 +561,37 @@ pub async fn assert_refused(program: &str, endpoint: &str, args: &[&str], why: &
     out
 }
 
+/// Asserts the project rule for Ctrl-C while a program is still connecting: against a frozen `etcd` (it
+/// accepts connections but never answers) and a 20 s `--dial-timeout`, SIGINT stops the program within
+/// 2 s, with exit 0 and a stdout line containing `says`. Leaves `etcd` thawed and returns the output, so
+/// the caller can check that nothing was left in etcd.
+pub async fn assert_ctrl_c_while_connecting_stops_at_once(
+    etcd: &TestEtcd,
+    program: &str,
+    args: &[&str],
+    says: &str,
+) -> Output {
+    etcd.freeze();
+    // A long dial timeout: without listening for Ctrl-C, connecting would hold the program for 20 s.
+    let args: Vec<&str> = ["--dial-timeout", "20"]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+    let limit = Duration::from_secs(30);
+    let bin = Bin::spawn(program, &etcd.endpoint(), &args);
+    bin.wait_until_catching(Signal::SIGINT, limit).await;
+    bin.signal(Signal::SIGINT);
+    let signalled = Instant::now();
+    let out = bin.finish(limit).await;
+    let took = signalled.elapsed();
+    etcd.thaw();
+    assert!(took < Duration::from_secs(2), "took {took:?}: {out:#?}");
+    assert!(out.status.success(), "{out:#?}");
+    assert!(out.stdout.contains(says), "expected {says:?}: {out:#?}");
+    out
+}
+
 /// Runs `program` (with `args`) against a loopback port where nothing listens, with `--dial-timeout 2`, and
 /// asserts the project rule: a clean failure within the dial timeout + 2 s that names the endpoint and says
 /// how to start etcd. Returns the output for further checks.

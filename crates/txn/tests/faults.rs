@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use test_etcd::{assert_clean_failure, free_port, keys_under, Bin, Signal, TestEtcd};
+use test_etcd::{
+    assert_clean_failure, assert_ctrl_c_while_connecting_stops_at_once, free_port, keys_under, Bin,
+    Signal, TestEtcd,
+};
 
 const TXN: &str = env!("CARGO_BIN_EXE_txn");
 const LIMIT: Duration = Duration::from_secs(30);
@@ -10,25 +13,13 @@ const LIMIT: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn ctrl_c_while_connecting_stops_at_once() {
     let etcd = TestEtcd::start().await;
-    etcd.freeze();
-    // A long dial timeout: without listening for Ctrl-C, connecting would hold the program for 20 s.
-    let bin = Bin::spawn(TXN, &etcd.endpoint(), &["--dial-timeout", "20"]);
-    bin.wait_until_catching(Signal::SIGINT, LIMIT).await;
-
-    bin.signal(Signal::SIGINT);
-    let signalled = Instant::now();
-    let out = bin.finish(LIMIT).await;
-    assert!(
-        signalled.elapsed() < Duration::from_secs(2),
-        "took {:?}: {out:#?}",
-        signalled.elapsed()
-    );
-    assert!(out.status.success(), "{out:#?}");
-    assert!(
-        out.stdout.contains("Ctrl-C: stopped before connecting"),
-        "{out:#?}"
-    );
-    etcd.thaw();
+    assert_ctrl_c_while_connecting_stops_at_once(
+        &etcd,
+        TXN,
+        &[],
+        "Ctrl-C: stopped before connecting",
+    )
+    .await;
     let mut client = etcd.client().await;
     assert!(
         keys_under(&mut client, "").await.is_empty(),
