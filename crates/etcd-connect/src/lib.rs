@@ -295,12 +295,6 @@ fn shown_one(endpoint: &str) -> &str {
     endpoint.trim_start_matches("http://")
 }
 
-/// An etcd-client error in the few words a user can act on. Kept for callers that already use it; the
-/// same as [`explain`].
-pub fn short_error(e: &etcd_client::Error) -> String {
-    explain(e)
-}
-
 /// An etcd-client error as one plain line: what went wrong, etcd's own reason, and what to do about it,
 /// instead of the nested gRPC and tonic wrappers (`grpc request error: code: 'Client specified an invalid
 /// argument', message: "etcdserver: request is too large", ...`). The full error stays available at

@@ -35,7 +35,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use etcd_client::{EventType, GetOptions, WatchOptions, WatchResponse, WatchStream};
-use etcd_connect::{short_error, Shutdown};
+use etcd_connect::{explain, Shutdown};
 use watch::{give_up, is_permanent, QuickBreaks, ResumableWatch, MAX_RESPONSE};
 
 // One watch, read in one loop: the single-threaded runtime is enough, and `select!` between the watch and
@@ -97,7 +97,7 @@ async fn run(args: cli::Args) -> Result<()> {
     let mut stream = tokio::time::timeout(timeout, watch_client.watch(key, Some(options)))
         .await
         .with_context(|| format!("etcd did not answer within {timeout:?}"))?
-        .map_err(|e| anyhow!(short_error(&e)))
+        .map_err(|e| anyhow!(explain(&e)))
         .with_context(|| format!("cannot open a watch on {what}"))?;
     //    `watch` returns as soon as the stream is open, but the watch only exists once etcd answers
     //    on it with `created`. Only then is a write guaranteed to be reported, so only then do we say
@@ -105,7 +105,7 @@ async fn run(args: cli::Args) -> Result<()> {
     let created = tokio::time::timeout(timeout, stream.message())
         .await
         .with_context(|| format!("etcd did not confirm the watch within {timeout:?}"))?
-        .map_err(|e| anyhow!(short_error(&e)))
+        .map_err(|e| anyhow!(explain(&e)))
         .and_then(confirmation)
         .with_context(|| format!("cannot open a watch on {what}"))?;
     let mut watch_id = created.watch_id();
@@ -243,7 +243,7 @@ async fn run(args: cli::Args) -> Result<()> {
                         // etcd went away in the middle: handled like any lost connection, from
                         // `next_revision`, which already points after the state printed if the GET
                         // worked.
-                        Ok(e) => short_error(&e),
+                        Ok(e) => explain(&e),
                         Err(e) => format!("{e:#}"),
                     },
                 }
@@ -258,7 +258,7 @@ async fn run(args: cli::Args) -> Result<()> {
             Err(e) if is_permanent(&e) => {
                 return Err(give_up(format!("watch {what}"), e, MAX_RESPONSE))
             }
-            Err(e) => short_error(&e),
+            Err(e) => explain(&e),
         };
 
         // 4. The stream broke: etcd restarted, the network dropped. etcd-client's channel connects again
