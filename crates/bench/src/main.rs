@@ -34,7 +34,7 @@ mod cli;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,26 @@ async fn run(args: cli::Args) -> Result<()> {
 const DEFAULT_TOTAL: u64 = 2_000;
 const DEFAULT_VALUE: usize = 256;
 
+/// Set on Ctrl-C or SIGTERM: every worker stops taking new requests and finishes the one in flight.
+///
+/// Dropping the workers instead would not be enough: a request already sent is applied by etcd even if
+/// its client gives up on the reply, so a put could land *after* the clean-up deleted the prefix and stay
+/// behind. Letting the requests in flight finish first (bounded by --dial-timeout) makes the clean-up last.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+fn stopping() -> bool {
+    STOPPING.load(Ordering::Relaxed)
+}
+
+/// On a signal: tells the workers to stop, then waits (up to `limit`) for `work` to end, so that no
+/// request is still on its way to etcd when the clean-up runs.
+async fn stop_and_drain<F: std::future::Future>(work: std::pin::Pin<&mut F>, limit: Duration) {
+    STOPPING.store(true, Ordering::Relaxed);
+    if tokio::time::timeout(limit, work).await.is_err() {
+        log::debug!("the requests in flight did not finish within {limit:?}");
+    }
+}
+
 async fn four_ways(
     connect: etcd_connect::ConnectArgs,
     prefix: String,
@@ -123,24 +143,36 @@ async fn four_ways(
     let work = async {
         let one = &conns[..1];
         let s = drive_puts(one, 1, DEFAULT_TOTAL, &keys, &value).await?;
+        if stopping() {
+            return Ok(());
+        }
         println!(
             "1. sequential, one request at a time: {:.0} put/s (p99 {:.1?})",
             s.requests_per_sec(),
             s.percentile(99.0)
         );
         let s = drive_puts(one, 64, DEFAULT_TOTAL, &keys, &value).await?;
+        if stopping() {
+            return Ok(());
+        }
         println!(
             "2. 64 requests in flight over one client (one HTTP/2 connection): {:.0} put/s (p99 {:.1?})",
             s.requests_per_sec(),
             s.percentile(99.0)
         );
         let s = drive_puts(&conns, 64, DEFAULT_TOTAL, &keys, &value).await?;
+        if stopping() {
+            return Ok(());
+        }
         println!(
             "3. 64 requests in flight over 8 clients (8 connections): {:.0} put/s (p99 {:.1?})",
             s.requests_per_sec(),
             s.percentile(99.0)
         );
         let s = drive_txns(one, 1, DEFAULT_TOTAL, 64, &keys, &value).await?;
+        if stopping() {
+            return Ok(());
+        }
         println!(
             "4. 64 puts per transaction, one transaction at a time: {:.0} put/s ({} transactions, p99 {:.1?})",
             DEFAULT_TOTAL as f64 / s.total.as_secs_f64(),
@@ -149,10 +181,12 @@ async fn four_ways(
         );
         Ok::<_, anyhow::Error>(())
     };
+    tokio::pin!(work);
     let outcome = tokio::select! {
-        r = work => r,
+        r = &mut work => r,
         signal = shutdown.recv() => {
             println!("{signal}: stopping and cleaning up");
+            stop_and_drain(work, connect.dial_timeout).await;
             Ok(())
         }
     };
@@ -295,7 +329,7 @@ async fn lease_keepalive(a: cli::LeaseArgs, shutdown: &mut etcd_connect::Shutdow
             }
         },
     );
-    let outcome = measure_or_stop(work, shutdown, "renewals").await;
+    let outcome = measure_or_stop(work, shutdown, "renewals", load.connect.dial_timeout).await;
     let mut client = conns[0].clone();
     let revoked = revoke(&mut client, &leases, load.connect.dial_timeout).await?;
     outcome?;
@@ -330,6 +364,9 @@ async fn watch_latency(a: cli::WatchArgs, shutdown: &mut etcd_connect::Shutdown)
         let mut latencies = Vec::with_capacity(total as usize);
         let bar = progress_bar(total);
         for _ in 0..total {
+            if stopping() {
+                break;
+            }
             let sent = Instant::now();
             // The put and the wait for its event run together: the event can arrive before the put's
             // own reply. Latency is from sending the put to receiving the event with its revision.
@@ -362,7 +399,7 @@ async fn watch_latency(a: cli::WatchArgs, shutdown: &mut etcd_connect::Shutdown)
         }
         Ok(Summary::new(latencies, started.elapsed()))
     };
-    let outcome = measure_or_stop(work, shutdown, "watch events").await;
+    let outcome = measure_or_stop(work, shutdown, "watch events", load.connect.dial_timeout).await;
     let deleted = delete_prefix(&mut client, &load.prefix, load.connect.dial_timeout).await?;
     outcome?;
     println!("deleted the {deleted} keys written under {}", load.prefix);
@@ -483,6 +520,9 @@ struct Next {
 impl Next {
     /// Takes the next request number, or `None` when all are taken.
     fn claim_number(&mut self) -> Option<u64> {
+        if stopping() {
+            return None;
+        }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         if n >= self.total {
             return None;
@@ -678,11 +718,14 @@ async fn measure_or_stop(
     work: impl std::future::Future<Output = Result<Summary>>,
     shutdown: &mut etcd_connect::Shutdown,
     what: &str,
+    limit: Duration,
 ) -> Result<()> {
+    tokio::pin!(work);
     let summary = tokio::select! {
-        summary = work => summary?,
+        summary = &mut work => summary?,
         signal = shutdown.recv() => {
             println!("{signal}: stopping and cleaning up");
+            stop_and_drain(work, limit).await;
             return Ok(());
         }
     };
@@ -707,7 +750,7 @@ async fn finish(
     shutdown: &mut etcd_connect::Shutdown,
     what: &str,
 ) -> Result<()> {
-    let outcome = measure_or_stop(work, shutdown, what).await;
+    let outcome = measure_or_stop(work, shutdown, what, load.connect.dial_timeout).await;
     let mut client = conns[0].clone();
     let deleted = delete_prefix(&mut client, &load.prefix, load.connect.dial_timeout).await?;
     outcome?;
