@@ -22,6 +22,7 @@ heavy=(
   'clap feature "default"|clap default features; pick the ones used (std, derive, env, help, usage, error-context, suggestions)'
   'env_logger feature "regex"|env_logger regex filters build the regex crate; RUST_LOG=debug needs no regex'
   'env_logger feature "default"|env_logger default features include regex'
+  'env_logger feature "humantime"|env_logger humantime builds jiff for clock timestamps; etcd-connect logs seconds since start'
 )
 for entry in "${heavy[@]}"; do
   pattern=${entry%%|*}
@@ -36,6 +37,14 @@ if grep -qE '^regex v' <<<"$(cargo tree --workspace -e normal --prefix none 2>/d
   echo "check-build: the regex crate is a normal dependency again; find who wants it: cargo tree -i regex" >&2
   status=1
 fi
+# TLS: etcd-client's `tls` feature (rustls with ring). aws-lc-rs needs CMake and builds for minutes on 2
+# cores; openssl-sys ties every topic to the system's OpenSSL headers.
+for crate in aws-lc-rs aws-lc-sys openssl-sys; do
+  if grep -qE "^$crate v" <<<"$(cargo tree --workspace -e normal --prefix none 2>/dev/null)"; then
+    echo "check-build: $crate is a dependency; keep etcd-client's \`tls\` feature (rustls with ring): cargo tree -i $crate" >&2
+    status=1
+  fi
+done
 [ $status -eq 0 ] && echo "   ok: no heavy feature enabled"
 
 echo "== switching between tests and a topic rebuilds only the topic"

@@ -7,6 +7,13 @@
 #   scripts/etcd.sh logs     the last lines of etcd's log (`logs -f` to follow)
 #   scripts/etcd.sh reset    stop it and wipe its data
 #
+#   scripts/etcd.sh up --secure     a second member beside the plain one, run the way production etcd runs:
+#                                   TLS on https://127.0.0.1:2479, client certificates required, and auth on
+#                                   with a user root and a user app that may read and write /app/ only;
+#                                   prints the lines that connect to it (idempotent)
+#   scripts/etcd.sh down --secure   stop it (`status`, `logs` and `reset` take --secure too; `reset --secure`
+#                                   also wipes its certificates and passwords)
+#
 #   scripts/etcd.sh cluster up               three members instead of one (clients 2379, 22379, 32379),
 #                                            wait until all three are healthy (idempotent)
 #   scripts/etcd.sh cluster status           each member: running or not, its pid, which one leads
@@ -18,6 +25,9 @@
 # Ports: LOCAL_ETCD_PORT (client, default 2379) and LOCAL_ETCD_PEER_PORT (default: the first free port after
 # the client port, so 2380). On another client port, `up` prints the ETCD_ENDPOINTS=... and ETCDCTL_ENDPOINTS=...
 # settings that point the examples and etcdctl at it.
+# The secure member keeps its data, log, PID file, certificates (from scripts/make-certs.sh) and passwords
+# (root.password, app.password) in .etcd/secure/; LOCAL_ETCD_PORT and LOCAL_ETCD_PEER_PORT set its ports
+# as they do the plain member's (client default 2479, peer the first free port after it).
 # The cluster keeps each member's data, log and PID file in .etcd/cluster/memberN/; its ports are
 # LOCAL_CLUSTER_CLIENT_PORTS (default 2379,22379,32379) and LOCAL_CLUSTER_PEER_PORTS (default: each client
 # port + 1).
@@ -27,12 +37,34 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-state="${LOCAL_ETCD_DIR:-$root/.etcd}"
+
+# `--secure`, anywhere after the command, turns it to the secure member.
+secure=false
+args=()
+for arg in "$@"; do
+  if [ "$arg" = --secure ]; then secure=true; else args+=("$arg"); fi
+done
+set -- ${args[@]+"${args[@]}"}
+
+base="${LOCAL_ETCD_DIR:-$root/.etcd}"
+secure_state="$base/secure"
+certs="$secure_state/certs"
+root_password="$secure_state/root.password"
+app_password="$secure_state/app.password"
+app_prefix=/app/
+if $secure; then
+  state=$secure_state
+  default_port=2479
+  flag=" --secure" # repeated in the commands this script prints
+else
+  state=$base
+  default_port=2379
+  flag=""
+fi
 data="$state/data"
 log="$state/etcd.log"
 pidfile="$state/etcd.pid"
-docker_marker="$state/docker"
-default_port=2379
+docker_marker="$base/docker"
 start_limit=30 # seconds to wait for a healthy member
 
 say() { echo "etcd.sh: $*"; }
@@ -52,10 +84,11 @@ for var in LOCAL_ETCD_PORT LOCAL_ETCD_PEER_PORT; do
   fi
 done
 
-our_pid() {
-  [ -f "$pidfile" ] || return 1
+# The PID in a PID file, if that process still runs.
+live_etcd_pid() {
+  [ -f "$1" ] || return 1
   local pid
-  pid=$(cat "$pidfile")
+  pid=$(cat "$1")
   # The PID must still be an etcd process: PIDs are reused after a reboot or a crash.
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o comm= | grep -q etcd; then
     echo "$pid"
@@ -64,10 +97,13 @@ our_pid() {
   fi
 }
 
+# The PID of the member this command is about (the secure one with --secure), if it runs.
+our_pid() { live_etcd_pid "$pidfile"; }
+
 # The client port a running etcd listens on, read from its own command line.
 client_port_of() {
   ps -ww -o args= -p "$1" 2>/dev/null |
-    sed -n 's|.*--listen-client-urls http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p'
+    sed -n 's|.*--listen-client-urls https\{0,1\}://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p'
 }
 
 # The client port: LOCAL_ETCD_PORT if set; else the port of the member this script runs; else 2379.
@@ -78,13 +114,29 @@ elif pid=$(our_pid) && port=$(client_port_of "$pid") && [ -n "$port" ]; then
 else
   client_port=$default_port
 fi
-endpoint="127.0.0.1:$client_port"
+if $secure; then endpoint="https://127.0.0.1:$client_port"; else endpoint="127.0.0.1:$client_port"; fi
 
-# etcdctl with only the flags given here: it refuses a flag that an ETCDCTL_* variable also sets, and users are
-# told to `export ETCDCTL_ENDPOINTS=...`.
-ctl() {
+# etcdctl at one endpoint with only the flags given here: it refuses a flag that an ETCDCTL_* variable also
+# sets, users are told to `export ETCDCTL_ENDPOINTS=...`, and TLS or user settings meant for one member would
+# break the calls to another.
+ctl_at() {
+  local at=$1
+  shift
   env -u ETCDCTL_ENDPOINTS -u ETCDCTL_DIAL_TIMEOUT -u ETCDCTL_COMMAND_TIMEOUT -u ETCDCTL_WRITE_OUT \
-    ETCDCTL_API=3 etcdctl --endpoints="$endpoint" "$@"
+    -u ETCDCTL_CACERT -u ETCDCTL_CERT -u ETCDCTL_KEY -u ETCDCTL_USER -u ETCDCTL_PASSWORD \
+    -u ETCDCTL_INSECURE_TRANSPORT -u ETCDCTL_INSECURE_SKIP_TLS_VERIFY \
+    ETCDCTL_API=3 etcdctl --endpoints="$at" "$@"
+}
+
+# etcdctl at this command's member. The secure member gets the CA and the client certificate: with
+# --client-cert-auth, etcd takes the certificate's CN, `app`, as the user of a request that carries no
+# password, so no password is needed (nor shown in `ps`) for what the app user may do.
+ctl() {
+  if $secure; then
+    ctl_at "$endpoint" --cacert="$certs/ca.crt" --cert="$certs/client.crt" --key="$certs/client.key" "$@"
+  else
+    ctl_at "$endpoint" "$@"
+  fi
 }
 
 healthy() {
@@ -101,7 +153,7 @@ port_in_use() {
 
 # A complete command that starts this script's member on two ports that are free right now.
 other_ports_command() {
-  local p=22379 tries=0
+  local p=$((default_port + 20000)) tries=0
   while [ "$p" = "$client_port" ] || port_in_use "$p" || port_in_use $((p + 1)); do
     p=$((p + 2))
     tries=$((tries + 1))
@@ -109,8 +161,12 @@ other_ports_command() {
   done
   local dir=""
   [ -n "${LOCAL_ETCD_DIR:-}" ] && dir="LOCAL_ETCD_DIR=$LOCAL_ETCD_DIR "
-  echo "  ${dir}LOCAL_ETCD_PORT=$p LOCAL_ETCD_PEER_PORT=$((p + 1)) $0 up"
-  echo "  then: ETCD_ENDPOINTS=127.0.0.1:$p cargo run -p kv"
+  echo "  ${dir}LOCAL_ETCD_PORT=$p LOCAL_ETCD_PEER_PORT=$((p + 1)) $0 up$flag"
+  if $secure; then
+    echo "  then use the lines it prints"
+  else
+    echo "  then: ETCD_ENDPOINTS=127.0.0.1:$p cargo run -p kv"
+  fi
 }
 
 # What to run next against a member at 127.0.0.1:$1.
@@ -165,7 +221,7 @@ wait_healthy() {
       fail "etcd exited during start-up (see above)"
     fi
     if [ "$waited" -ge $((start_limit * 10)) ]; then
-      fail "etcd did not become healthy within ${start_limit}s; see $0 logs"
+      fail "etcd did not become healthy within ${start_limit}s; see $0 logs$flag"
     fi
     sleep 0.1
     waited=$((waited + 1))
@@ -219,6 +275,11 @@ or stop it first:
     fail "prerequisites are missing and could not be installed (see above)"
   fi
   if port_in_use "$client_port"; then
+    local s
+    if s=$(secure_running) && [ "${s#* }" = "$client_port" ]; then
+      fail "port $client_port is the secure member's (\`$0 up --secure\`, pid ${s% *}); give the plain one other ports:
+$(other_ports_command)"
+    fi
     if healthy; then
       say "an etcd that this script did not start already answers at $endpoint (perhaps the system service"
       say "'etcd'); the examples can use it."
@@ -236,10 +297,11 @@ $(other_ports_command)"
   mkdir -p "$data"
   local client_url="http://127.0.0.1:$client_port" peer_url="http://127.0.0.1:$peer_port"
   # setsid (or nohup where there is none, as on macOS): the member must outlive this script and ignore
-  # Ctrl-C pressed in this terminal later. `env -u ETCD_ENDPOINTS`: etcd reads ETCD_* variables as flags.
+  # Ctrl-C pressed in this terminal later. `env -u`: etcd reads ETCD_* variables as flags, and the secure
+  # member's users are told to `export ETCD_PASSWORD=...`.
   local detach=nohup
   command -v setsid >/dev/null 2>&1 && detach=setsid
-  "$detach" env -u ETCD_ENDPOINTS etcd \
+  "$detach" env -u ETCD_ENDPOINTS -u ETCD_PASSWORD etcd \
     --name etcd-by-example \
     --data-dir "$data" \
     --listen-client-urls "$client_url" \
@@ -258,7 +320,7 @@ $(other_ports_command)"
   next_steps "$client_port"
 }
 
-cmd_down() {
+plain_down() {
   if [ -f "$docker_marker" ]; then
     compose -f "$root/docker-compose.yml" down
     rm -f "$docker_marker"
@@ -289,7 +351,7 @@ cmd_down() {
   say "stopped etcd (pid $pid)"
 }
 
-cmd_status() {
+plain_status() {
   command -v etcdctl >/dev/null 2>&1 || fail "etcdctl is not installed; run scripts/install-deps.sh"
   if [ -f "$docker_marker" ]; then
     compose -f "$root/docker-compose.yml" ps
@@ -352,9 +414,206 @@ cmd_reset() {
   say "wiped $(show "$data"); start afresh with: $0 up"
 }
 
+# `down` and `status` of the plain member say in one line when the secure one runs beside it.
+cmd_down() {
+  plain_down
+  local s
+  if s=$(secure_running); then
+    say "the secure etcd (pid ${s% *}) at https://127.0.0.1:${s#* } keeps running; stop it with: $(self) down --secure"
+  fi
+}
+
+cmd_status() {
+  local rc=0 s
+  plain_status || rc=$?
+  if s=$(secure_running); then
+    say "the secure etcd also runs (pid ${s% *}) at https://127.0.0.1:${s#* }; see: $(self) status --secure"
+  fi
+  return "$rc"
+}
+
+# ---- the secure member (`scripts/etcd.sh up --secure` ...) ----
+
+# "PID PORT" of the secure member, if it runs.
+secure_running() {
+  local pid
+  pid=$(live_etcd_pid "$secure_state/etcd.pid") || return 1
+  echo "$pid $(client_port_of "$pid")"
+}
+
+# A path as the user types it: relative to the repository when inside it, quoted for the shell if needed.
+shell_path() { printf '%q' "$(show "$1")"; }
+
+# Runs etcdctl at the secure member (the output is dropped) or fails with what it says and why it ran.
+setup_step() {
+  local what=$1 out
+  shift
+  out=$(ctl --dial-timeout=2s --command-timeout=5s "$@" 2>&1) ||
+    fail "could not $what on the secure etcd at $endpoint: $(echo "$out" | grep -m1 '^Error:' || echo "$out" | tail -n 1)"
+}
+
+# A random password in FILE, readable by its owner only, unless FILE holds one already.
+new_password() {
+  [ -s "$1" ] && return 0
+  (umask 077 && openssl rand -hex 12 >"$1") || fail "could not write a password into $(show "$1") with openssl"
+}
+
+# The users and the role, made while auth is off: on the first start, or after a start that stopped halfway.
+# Once auth is on they live in etcd's data, and a restart or a second `up --secure` changes nothing.
+ensure_users() {
+  local users
+  # Before auth is enabled anyone may list the users; after, only root may, and etcd answers the client
+  # certificate's user (app) with "permission denied".
+  if ! users=$(ctl --dial-timeout=2s --command-timeout=5s user list 2>&1); then
+    [[ "$users" == *"permission denied"* ]] ||
+      fail "cannot tell whether auth is on at $endpoint: $(echo "$users" | grep -m1 '^Error:' || echo "$users" | tail -n 1)"
+    if [ ! -s "$root_password" ] || [ ! -s "$app_password" ]; then
+      fail "auth is on at $endpoint, but the passwords are missing from $(show "$secure_state"); start afresh:
+  $(self) reset --secure && $(self) up --secure"
+    fi
+    return 0
+  fi
+  new_password "$root_password"
+  new_password "$app_password"
+  local user file
+  for user in root app; do
+    file=$root_password
+    [ "$user" = app ] && file=$app_password
+    # The password goes on etcdctl's stdin, never on its command line, which `ps` shows to everyone.
+    if grep -qx "$user" <<<"$users"; then
+      setup_step "set the password of user $user" user passwd "$user" --interactive=false <"$file"
+    else
+      setup_step "add user $user" user add "$user" --interactive=false <"$file"
+    fi
+  done
+  # etcd refuses `auth enable` unless root has the root role.
+  setup_step "grant user root the role root" user grant-role root root
+  ctl --dial-timeout=2s --command-timeout=5s role get app >/dev/null 2>&1 || setup_step "add role app" role add app
+  setup_step "let role app read and write $app_prefix" role grant-permission app --prefix=true readwrite "$app_prefix"
+  setup_step "grant user app the role app" user grant-role app app
+  setup_step "enable auth" auth enable
+  say "created users root and app (role app: read and write $app_prefix), and enabled auth"
+}
+
+secure_next_steps() {
+  local ca cert key
+  ca=$(shell_path "$certs/ca.crt")
+  cert=$(shell_path "$certs/client.crt")
+  key=$(shell_path "$certs/client.key")
+  say "secure etcd (TLS, client certificates, users) is healthy at $endpoint"
+  say "users: root (password in $(show "$root_password")), app (password in $(show "$app_password"), may read and write $app_prefix only)"
+  say "try, from the repository's top folder:"
+  echo "  export ETCD_PASSWORD=\"\$(cat $(shell_path "$app_password"))\""
+  # The topics call the private key --key-file: their own --key names an etcd key.
+  echo "  cargo run -p secure -- --endpoints $endpoint --cacert $ca --cert $cert --key-file $key --user app"
+  # No password here: with --client-cert-auth, etcd takes the certificate's CN, app, as the user.
+  echo "  etcdctl --endpoints $endpoint --cacert $ca --cert $cert --key $key get $app_prefix --prefix"
+}
+
+secure_up() {
+  local pid port
+  if pid=$(our_pid); then
+    port=$(client_port_of "$pid")
+    if [ -n "$port" ] && [ "$port" != "$client_port" ]; then
+      fail "this script's secure etcd (pid $pid) already runs at https://127.0.0.1:$port, not at $endpoint; to move it:
+  $(self) down --secure && LOCAL_ETCD_PORT=$client_port $(self) up --secure"
+    fi
+    wait_healthy "$pid"
+    say "already running (pid $pid) at $endpoint"
+    ensure_users
+    secure_next_steps
+    return 0
+  fi
+  "$root/scripts/install-deps.sh" || fail "prerequisites are missing and could not be installed (see above)"
+  if port_in_use "$client_port"; then
+    local plain
+    if plain=$(live_etcd_pid "$base/etcd.pid") && [ "$(client_port_of "$plain")" = "$client_port" ]; then
+      fail "port $client_port is the plain member's (\`$0 up\`, pid $plain); give the secure one other ports:
+$(other_ports_command)"
+    fi
+    fail "port $client_port is taken; free it, or use other ports:
+$(other_ports_command)"
+  fi
+  local peer_port
+  peer_port=$(choose_peer_port)
+  "$root/scripts/make-certs.sh" "$certs" || fail "could not make the certificates in $(show "$certs") (see above)"
+
+  mkdir -p "$data"
+  local client_url="https://127.0.0.1:$client_port" peer_url="http://127.0.0.1:$peer_port"
+  # Detached and without ETCD_* variables, as the plain member. Clients must speak TLS and show a certificate
+  # signed by this CA (--client-cert-auth); the peer port stays plain HTTP on 127.0.0.1.
+  local detach=nohup
+  command -v setsid >/dev/null 2>&1 && detach=setsid
+  "$detach" env -u ETCD_ENDPOINTS -u ETCD_PASSWORD etcd \
+    --name etcd-by-example-secure \
+    --data-dir "$data" \
+    --listen-client-urls "$client_url" \
+    --advertise-client-urls "$client_url" \
+    --listen-peer-urls "$peer_url" \
+    --initial-advertise-peer-urls "$peer_url" \
+    --initial-cluster "etcd-by-example-secure=$peer_url" \
+    --initial-cluster-state new \
+    --cert-file "$certs/server.crt" \
+    --key-file "$certs/server.key" \
+    --trusted-ca-file "$certs/ca.crt" \
+    --client-cert-auth \
+    >>"$log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$pidfile"
+  say "starting the secure etcd (pid $pid) on 127.0.0.1, client port $client_port (TLS), peer port $peer_port"
+  say "data in $(show "$data"), certificates in $(show "$certs"), log in $(show "$log")"
+  wait_healthy "$pid"
+  ensure_users
+  secure_next_steps
+}
+
+secure_down() {
+  local pid
+  if ! pid=$(our_pid); then
+    rm -f "$pidfile"
+    say "the secure etcd is not running (no live PID in $(show "$pidfile"))"
+    return 0
+  fi
+  stop_pid "$pid" "the secure etcd"
+  rm -f "$pidfile"
+  say "stopped the secure etcd (pid $pid); its data, certificates and passwords stay in $(show "$state")"
+}
+
+secure_status() {
+  command -v etcdctl >/dev/null 2>&1 || fail "etcdctl is not installed; run scripts/install-deps.sh"
+  local pid port
+  if ! pid=$(our_pid); then
+    say "the secure etcd is not running (no live PID in $(show "$pidfile")); start it with: $(self) up --secure"
+    return 1
+  fi
+  port=$(client_port_of "$pid")
+  if [ -n "$port" ] && [ "$port" != "$client_port" ]; then
+    say "note: LOCAL_ETCD_PORT=$client_port, but the secure etcd runs at https://127.0.0.1:$port; showing it"
+    client_port=$port
+    endpoint="https://127.0.0.1:$port"
+  fi
+  if ! healthy; then
+    say "the secure etcd (pid $pid) runs but does not answer at $endpoint; see: $(self) logs --secure"
+    return 1
+  fi
+  say "running (pid $pid) at $endpoint, with TLS, client certificates and users root and app"
+  status_table
+}
+
+secure_logs() {
+  [ -f "$log" ] || fail "no log yet at $(show "$log"); start the secure etcd with: $(self) up --secure"
+  if [ "${1:-}" = "-f" ]; then tail -n 50 -f "$log"; else tail -n 50 "$log"; fi
+}
+
+secure_reset() {
+  secure_down
+  rm -rf "$secure_state"
+  say "wiped $(show "$secure_state") (data, certificates, passwords); start afresh with: $(self) up --secure"
+}
+
 # ---- the local 3-member cluster (`scripts/etcd.sh cluster ...`) ----
 
-cluster_dir="$state/cluster"
+cluster_dir="$base/cluster"
 cluster_ports_file="$cluster_dir/ports"
 cluster_members=(1 2 3)
 cluster_token=etcd-by-example-cluster
@@ -508,13 +767,6 @@ cluster_next_steps() {
   say "stop a member$leader_line and start it again; the others keep serving:"
   echo "  $(self) cluster stop-member ${leader:-1}"
   echo "  $(self) cluster start-member ${leader:-1}"
-}
-
-ctl_at() {
-  local at=$1
-  shift
-  env -u ETCDCTL_ENDPOINTS -u ETCDCTL_DIAL_TIMEOUT -u ETCDCTL_COMMAND_TIMEOUT -u ETCDCTL_WRITE_OUT \
-    ETCDCTL_API=3 etcdctl --endpoints="$at" "$@"
 }
 
 # `member_id leader` as member N sees them, read with a serializable request (it answers without a quorum).
@@ -847,6 +1099,19 @@ cmd_cluster() {
     *) echo "etcd.sh: unknown cluster command '$1'" >&2; usage >&2; exit 2 ;;
   esac
 }
+
+if $secure; then
+  case "${1:-}" in
+    up) secure_up ;;
+    down) secure_down ;;
+    status) secure_status ;;
+    logs) shift; secure_logs "$@" ;;
+    reset) secure_reset ;;
+    "") usage >&2; exit 2 ;;
+    *) fail "--secure goes with up, down, status, logs or reset, not with '$1'" ;;
+  esac
+  exit
+fi
 
 case "${1:-}" in
   up) cmd_up ;;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what etcd-by-example needs is installed, and installs what is missing.
 #
-#   scripts/install-deps.sh          etcd, etcdctl, protoc and protobuf's well-known .proto files
+#   scripts/install-deps.sh          etcd, etcdctl, protoc and protobuf's well-known .proto files, and openssl
+#                                    (`scripts/etcd.sh up --secure` makes its certificates with it)
 #   scripts/install-deps.sh --ci     also docker-compose, used by CI only to validate docker-compose.yml
 #
 # Rust itself is expected to be there already (https://rustup.rs). Nothing here downloads a binary by hand:
@@ -12,7 +13,7 @@ with_compose=false
 case "${1:-}" in
   --ci) with_compose=true ;;
   "") ;;
-  -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
   *) echo "usage: $0 [--ci]" >&2; exit 2 ;;
 esac
 
@@ -31,6 +32,7 @@ missing_debian_packages() {
   command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
   command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
   well_known_protos_present || missing+=(libprotobuf-dev)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if $with_compose; then
     command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   fi
@@ -53,8 +55,9 @@ manual_instructions() {
 error: cannot install the prerequisites automatically on this system. Install them yourself:
   - etcd and etcdctl 3.4 or later: https://etcd.io/docs/latest/install/ (put both on PATH)
   - protoc (Protocol Buffers compiler) with its include files (google/protobuf/*.proto)
-Debian/Ubuntu: sudo apt-get install etcd-server etcd-client protobuf-compiler libprotobuf-dev
-macOS:         brew install etcd protobuf
+  - openssl, for the certificates of `scripts/etcd.sh up --secure`
+Debian/Ubuntu: sudo apt-get install etcd-server etcd-client protobuf-compiler libprotobuf-dev openssl
+macOS:         brew install etcd protobuf (macOS ships openssl)
 EOF
 }
 

@@ -123,12 +123,10 @@ const CALL: Duration = Duration::from_secs(5);
 
 /// The client a topic's main.rs uses: `etcd_connect::connect`, with its HTTP/2 keep-alive pings.
 async fn connect(etcd: &TestEtcd) -> Client {
-    let args = etcd_connect::ConnectArgs {
-        endpoints: vec![
-            etcd_connect::parse_endpoint(&etcd.endpoint()).expect("a loopback endpoint")
-        ],
-        dial_timeout: Duration::from_secs(5),
-    };
+    let args = etcd_connect::ConnectArgs::new(
+        vec![etcd_connect::parse_endpoint(&etcd.endpoint()).expect("a loopback endpoint")],
+        Duration::from_secs(5),
+    );
     etcd_connect::connect(&args)
         .await
         .expect("connect to the test member")

@@ -28,6 +28,10 @@ pub struct Args {
     #[arg(long, default_value = "/lock", value_parser = KeyParser)]
     pub name: String,
 
+    /// The demo's fenced write goes here (deleted at the end). It must not exist yet.
+    #[arg(long, value_name = "KEY", default_value = "/demo/protected-config", value_parser = KeyParser)]
+    pub protected_key: String,
+
     /// TTL of each session's lease, in seconds: how long the lock of a crashed holder stays taken.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=86_400))]
     pub ttl: i64,

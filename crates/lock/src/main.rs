@@ -37,9 +37,6 @@ use etcd_connect::{ExitBudget, Shutdown};
 use lock::{LockKey, Session, TryOutcome, FIRST_PAUSE, MAX_PAUSE};
 use log::debug;
 
-/// Where the demo's fenced write goes (deleted at the end).
-const PROTECTED_KEY: &str = "/demo/protected-config";
-
 /// How long the demo waits for something etcd should do at once (queue a key, hand over the lock).
 const DEMO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -101,7 +98,7 @@ async fn demo(
     // Every lease the demo grants, so that each is revoked below whatever happens.
     let mut leases = Vec::new();
     let steps = tokio::select! {
-        result = demo_steps(&mut client, &args.name, args.ttl, &mut leases) => result,
+        result = demo_steps(&mut client, &args.name, &args.protected_key, args.ttl, &mut leases) => result,
         signal = shutdown.recv() => {
             println!("{signal}: stopping the demo early");
             Ok(())
@@ -131,20 +128,21 @@ async fn demo(
 async fn demo_steps(
     client: &mut Client,
     name: &str,
+    protected: &str,
     ttl: i64,
     leases: &mut Vec<i64>,
 ) -> Result<()> {
-    // The demo writes PROTECTED_KEY in step 5 and deletes it afterwards. A learner's own key of that name
+    // The demo writes --protected-key in step 5 and deletes it afterwards. A learner's own key of that name
     // must survive the demo, so refuse to start rather than overwrite it.
     let existing = client
-        .get(PROTECTED_KEY, None)
+        .get(protected, None)
         .await
-        .with_context(|| format!("check that {PROTECTED_KEY} is free"))?;
+        .with_context(|| format!("check that {protected} is free"))?;
     if let Some(kv) = existing.kvs().first() {
         bail!(
-            "{PROTECTED_KEY} already exists (last written at revision {}): the demo writes and deletes \
+            "{protected} already exists (last written at revision {}): the demo writes and deletes \
              that key, so it stops rather than touch data it did not write; delete it first \
-             (`etcdctl del {PROTECTED_KEY}`) if it is yours to lose",
+             (`etcdctl del {protected}`) if it is yours to lose",
             kv.mod_revision()
         );
     }
@@ -317,10 +315,10 @@ async fn demo_steps(
     // 5. Fencing: a holder's create revision is its token. A late write from session 1 (think: it was
     //    frozen by a GC pause while its lock expired) carries an old token, and etcd refuses it in the
     //    same transaction as the write. `put_if_holder` (src/lib.rs) is that transaction.
-    let current = lock::put_if_holder(client, &held2, PROTECTED_KEY, "from session 2").await?;
-    let stale = lock::put_if_holder(client, &held1, PROTECTED_KEY, "from session 1").await?;
+    let current = lock::put_if_holder(client, &held2, protected, "from session 2").await?;
+    let stale = lock::put_if_holder(client, &held1, protected, "from session 1").await?;
     println!(
-        "5. fenced writes to {PROTECTED_KEY}: session 2 (token {}) was {}, session 1's late one (token {}) was {}",
+        "5. fenced writes to {protected}: session 2 (token {}) was {}, session 1's late one (token {}) was {}",
         held2.create_revision,
         accepted(current.is_some()),
         held1.create_revision,
@@ -329,18 +327,18 @@ async fn demo_steps(
     //    Clean up, but only what this run wrote: delete the key only if it still holds our write, that is if
     //    its mod revision is still the revision of session 2's write, checked in the same transaction.
     if let Some(written_at) = current {
-        let ours = Compare::mod_revision(PROTECTED_KEY, CompareOp::Equal, written_at);
+        let ours = Compare::mod_revision(protected, CompareOp::Equal, written_at);
         let cleaned = client
             .txn(
                 Txn::new()
                     .when([ours])
-                    .and_then([TxnOp::delete(PROTECTED_KEY, None)]),
+                    .and_then([TxnOp::delete(protected, None)]),
             )
             .await
-            .with_context(|| format!("delete {PROTECTED_KEY}"))?;
+            .with_context(|| format!("delete {protected}"))?;
         if !cleaned.succeeded() {
             println!(
-                "   left {PROTECTED_KEY} in place: someone else wrote it after revision {written_at}"
+                "   left {protected} in place: someone else wrote it after revision {written_at}"
             );
         }
     }

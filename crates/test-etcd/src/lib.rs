@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, GetOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -26,9 +26,13 @@ use tokio::task::JoinHandle;
 
 pub use cluster::TestCluster;
 pub use nix::sys::signal::Signal;
+pub use script::{etcd_sh, run_script, ScriptRun};
+pub use secure::{SecureEtcd, APP_PASSWORD, APP_PREFIX, APP_USER, ROOT_PASSWORD};
 pub use transcript::Transcript;
 
 mod cluster;
+mod script;
+mod secure;
 mod transcript;
 
 /// How to get etcd, shown when it is missing.
@@ -70,6 +74,8 @@ pub struct TestEtcd {
     peer_port: u16,
     /// Extra etcd flags, such as `--max-request-bytes=1024`.
     extra: Vec<String>,
+    /// How the harness's own clients connect: TLS and a user for a [`SecureEtcd`], none otherwise.
+    options: Option<ConnectOptions>,
 }
 
 impl TestEtcd {
@@ -80,6 +86,11 @@ impl TestEtcd {
 
     /// [`TestEtcd::start`] with extra etcd flags, such as `--max-request-bytes=1024`.
     pub async fn start_with(extra: &[&str]) -> TestEtcd {
+        TestEtcd::start_configured(extra, None).await
+    }
+
+    /// A member with extra flags whose clients use `options` (TLS for a secure member).
+    async fn start_configured(extra: &[&str], options: Option<ConnectOptions>) -> TestEtcd {
         let binary = etcd_binary();
         let mut last_error = String::new();
         for _attempt in 0..3 {
@@ -93,6 +104,7 @@ impl TestEtcd {
                 client_port: free_port(),
                 peer_port: free_port(),
                 extra: extra.iter().map(|a| a.to_string()).collect(),
+                options: options.clone(),
             };
             match etcd.spawn(&binary).await {
                 Ok(()) => return etcd,
@@ -108,9 +120,9 @@ impl TestEtcd {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// A client connected to this member.
+    /// A client connected to this member (as `root`, over TLS, for a secure one).
     pub async fn client(&self) -> Client {
-        Client::connect([self.endpoint()], None)
+        Client::connect([self.endpoint()], self.options.clone())
             .await
             .expect("a client for a healthy local member can be built")
     }
@@ -185,7 +197,12 @@ impl TestEtcd {
     }
 
     async fn spawn(&mut self, binary: &Path) -> Result<(), String> {
-        let client_url = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.options.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let client_url = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let data_dir = self.dir.path().join("data");
         let log = std::fs::OpenOptions::new()
@@ -208,6 +225,7 @@ impl TestEtcd {
             .args(&self.extra)
             // etcd reads ETCD_* variables as flags; keep the caller's settings out of a test member.
             .env_remove("ETCD_ENDPOINTS")
+            .env_remove("ETCD_PASSWORD")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -241,7 +259,7 @@ impl TestEtcd {
     }
 
     async fn answers(&self) -> bool {
-        let Ok(mut client) = Client::connect([self.endpoint()], None).await else {
+        let Ok(mut client) = Client::connect([self.endpoint()], self.options.clone()).await else {
             return false;
         };
         // A linearizable read needs a leader: it proves the member serves requests, not just that the
@@ -430,6 +448,7 @@ impl Bin {
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("RUST_BACKTRACE")
+            .env_remove("ETCD_PASSWORD")
             .env("ETCD_ENDPOINTS", endpoint)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -510,10 +529,21 @@ impl Bin {
                         return line;
                     }
                 }
-                Ok(None) => panic!(
-                    "output ended before a line containing {needle:?}; stdout so far:\n{}",
-                    self.seen.join("\n")
-                ),
+                Ok(None) => {
+                    // The process closed stdout, so it is ending: its stderr says why.
+                    let stderr = match self.stderr.take() {
+                        Some(task) => tokio::time::timeout(Duration::from_secs(5), task)
+                            .await
+                            .ok()
+                            .and_then(|r| r.ok())
+                            .unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    panic!(
+                        "output ended before a line containing {needle:?}; stdout so far:\n{}\nstderr:\n{stderr}",
+                        self.seen.join("\n")
+                    )
+                }
                 Err(_) => panic!(
                     "no line containing {needle:?} within {limit:?}; stdout so far:\n{}",
                     self.seen.join("\n")

@@ -3,32 +3,18 @@
 //! `.etcd/` or port 2379. A guard runs `down` when a test ends, so no member is left running.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
-use test_etcd::{eventually, free_port, get_value, Signal, TestEtcd};
+use test_etcd::{
+    etcd_sh, eventually, free_port, get_value, run_script, ScriptRun, Signal, TestEtcd,
+};
 
 /// `up` waits up to 30 s for a healthy member; `down` up to 10 s before SIGKILL.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(60);
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/etcd.sh")
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn all(&self) -> String {
-        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
-    }
-}
 
 /// The script with one state directory and one client port (and optionally a peer port).
 struct Script {
@@ -57,7 +43,7 @@ impl Script {
     /// The command with only our settings: nothing from the environment that would point elsewhere.
     fn command(&self, port: Option<u16>, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new("bash");
-        cmd.arg(script())
+        cmd.arg(etcd_sh())
             .args(args)
             .env("LOCAL_ETCD_DIR", self.dir.path())
             .env_remove("LOCAL_ETCD_PORT")
@@ -77,26 +63,16 @@ impl Script {
     }
 
     /// Runs the script on this guard's client port.
-    async fn run(&self, args: &[&str]) -> Run {
+    async fn run(&self, args: &[&str]) -> ScriptRun {
         self.run_on(Some(self.port), args).await
     }
 
     /// Runs the script with LOCAL_ETCD_PORT set to `port` (or unset), killing it after [`SCRIPT_LIMIT`].
-    async fn run_on(&self, port: Option<u16>, args: &[&str]) -> Run {
-        let mut cmd = tokio::process::Command::from(self.command(port, args));
-        cmd.kill_on_drop(true);
-        let out = tokio::time::timeout(SCRIPT_LIMIT, cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("etcd.sh {args:?} did not finish within {SCRIPT_LIMIT:?}"))
-            .expect("bash can run scripts/etcd.sh");
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+    async fn run_on(&self, port: Option<u16>, args: &[&str]) -> ScriptRun {
+        run_script(self.command(port, args), args, SCRIPT_LIMIT).await
     }
 
-    async fn up(&self) -> Run {
+    async fn up(&self) -> ScriptRun {
         let run = self.run(&["up"]).await;
         assert_eq!(run.code, Some(0), "up failed:\n{}", run.all());
         run

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use etcd_client::Client;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
-use test_etcd::{eventually, free_port, get_value, Signal};
+use test_etcd::{etcd_sh, eventually, free_port, get_value, run_script, ScriptRun, Signal};
 
 /// `cluster up` and `start-member` wait up to 30 s for healthy members; stopping one waits up to 10 s
 /// before SIGKILL.
@@ -20,22 +20,6 @@ const SCRIPT_LIMIT: Duration = Duration::from_secs(60);
 
 /// How long the two remaining members may take to elect a new leader and take a write.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/etcd.sh")
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn all(&self) -> String {
-        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
-    }
-}
 
 /// Six distinct free loopback ports: three client ports, then three peer ports.
 fn six_free_ports() -> ([u16; 3], [u16; 3]) {
@@ -96,7 +80,7 @@ impl Cluster {
     /// The script with only our settings: nothing from the environment that would point elsewhere.
     fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new("bash");
-        cmd.arg(script())
+        cmd.arg(etcd_sh())
             .args(args)
             .env("LOCAL_ETCD_DIR", self.dir.path())
             .env("LOCAL_CLUSTER_CLIENT_PORTS", Self::join(&self.client))
@@ -112,13 +96,13 @@ impl Cluster {
     }
 
     /// Runs the script, killing it after [`SCRIPT_LIMIT`].
-    async fn run(&self, args: &[&str]) -> Run {
-        run_bounded(self.command(args), args).await
+    async fn run(&self, args: &[&str]) -> ScriptRun {
+        run_script(self.command(args), args, SCRIPT_LIMIT).await
     }
 
     /// `cluster up`, which must succeed. When another process took one of our free ports before etcd
     /// bound it, starts afresh on new ports (at most three times).
-    async fn up(&mut self) -> Run {
+    async fn up(&mut self) -> ScriptRun {
         let mut last = String::new();
         for _attempt in 0..3 {
             let run = self.run(&["cluster", "up"]).await;
@@ -191,20 +175,6 @@ fn read_pid(pidfile: &Path) -> Option<i32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-async fn run_bounded(cmd: std::process::Command, args: &[&str]) -> Run {
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(true);
-    let out = tokio::time::timeout(SCRIPT_LIMIT, cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("etcd.sh {args:?} did not finish within {SCRIPT_LIMIT:?}"))
-        .expect("bash can run scripts/etcd.sh");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
@@ -248,7 +218,7 @@ fn member_lines(stdout: &str) -> Vec<MemberLine> {
 }
 
 /// The member `cluster status` calls the leader; every other running member must be a follower.
-fn leader_in_status(status: &Run) -> usize {
+fn leader_in_status(status: &ScriptRun) -> usize {
     let lines = member_lines(&status.stdout);
     let leaders: Vec<usize> = lines
         .iter()
@@ -426,7 +396,7 @@ async fn cluster_up_refuses_while_the_single_member_runs() {
     up_single
         .env("LOCAL_ETCD_PORT", single.to_string())
         .env("LOCAL_ETCD_PEER_PORT", single_peer.to_string());
-    let single_up = run_bounded(up_single, &["up"]).await;
+    let single_up = run_script(up_single, &["up"], SCRIPT_LIMIT).await;
     assert_eq!(single_up.code, Some(0), "{}", single_up.all());
     let single_pid = read_pid(&cluster.dir.path().join("etcd.pid")).expect("up recorded a PID");
 
@@ -435,7 +405,7 @@ async fn cluster_up_refuses_while_the_single_member_runs() {
     assert!(
         refused.stderr.contains(&format!(
             "the single member of `{}` runs (pid {single_pid})",
-            format_args!("{} up", script().display())
+            format_args!("{} up", etcd_sh().display())
         )),
         "{}",
         refused.all()
@@ -444,7 +414,7 @@ async fn cluster_up_refuses_while_the_single_member_runs() {
     let stop_command = format!(
         "LOCAL_ETCD_DIR={} {} down",
         cluster.dir.path().display(),
-        script().display()
+        etcd_sh().display()
     );
     assert!(
         refused.stderr.lines().any(|l| l.trim() == stop_command),
@@ -462,7 +432,7 @@ async fn cluster_up_refuses_while_the_single_member_runs() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let stopped = run_bounded(stop, &["down"]).await;
+    let stopped = run_script(stop, &["down"], SCRIPT_LIMIT).await;
     assert_eq!(stopped.code, Some(0), "{}", stopped.all());
     gone(single_pid).await;
     cluster.up().await;
@@ -470,12 +440,12 @@ async fn cluster_up_refuses_while_the_single_member_runs() {
     // The other way round: the single `up` refuses while the cluster runs, and says how to stop it.
     let mut up_single = cluster.command(&["up"]);
     up_single.env("LOCAL_ETCD_PORT", single.to_string());
-    let refused = run_bounded(up_single, &["up"]).await;
+    let refused = run_script(up_single, &["up"], SCRIPT_LIMIT).await;
     assert_eq!(refused.code, Some(1), "{}", refused.all());
     let cluster_down = format!(
         "LOCAL_ETCD_DIR={} {} cluster down",
         cluster.dir.path().display(),
-        script().display()
+        etcd_sh().display()
     );
     assert!(
         refused.stderr.lines().any(|l| l.trim() == cluster_down),

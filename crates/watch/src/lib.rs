@@ -371,6 +371,18 @@ impl ResumableWatch {
                     "etcd closed the stream before confirming the watch on {what}"
                 ))
             })?;
+        if created.canceled() && created.cancel_reason().contains("invalid auth token") {
+            // With auth enabled, the login token expired, or etcd restarted and forgot every token.
+            // etcd-client's automatic token refresh covers a call that fails, but etcd refuses a watch
+            // inside the stream, where the refresh does not look: log in again here, then retry.
+            client.refresh_token().await.map_err(failed(
+                format!("log in again for the watch on {what}"),
+                self.max_response,
+            ))?;
+            return Err(Failure::Retry(anyhow!(
+                "etcd no longer knew the auth token of the watch on {what}; logged in again"
+            )));
+        }
         if created.canceled() {
             return Err(Failure::Refused(anyhow!(
                 "etcd refused the watch on {what}: {}",
