@@ -3,23 +3,13 @@
 
 use std::time::Duration;
 
-use test_etcd::{get_value, keys_under, Bin, Output, SecureEtcd, APP_PASSWORD};
+use test_etcd::{get_value, keys_under, Bin, Output, SecureEtcd};
 
 const KV: &str = env!("CARGO_BIN_EXE_kv");
 
 /// kv as the limited user `app`, with `more` flags.
 async fn kv_as_app(etcd: &SecureEtcd, more: &[&str]) -> Output {
-    let mut args = etcd.app_args();
-    args.extend(more.iter().map(|a| a.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Bin::spawn_with_env(
-        KV,
-        &etcd.endpoint(),
-        &args,
-        &[("ETCD_PASSWORD", APP_PASSWORD)],
-    )
-    .finish(Duration::from_secs(30))
-    .await
+    etcd.run_as_app(KV, more, Duration::from_secs(30)).await
 }
 
 #[tokio::test]

@@ -103,6 +103,29 @@ impl SecureEtcd {
     }
 }
 
+impl SecureEtcd {
+    /// Runs a topic binary against this member as `app` (TLS flags, `--user app`, the password in
+    /// `ETCD_PASSWORD`) with `more` flags, killing it after `limit`.
+    pub async fn run_as_app(
+        &self,
+        program: &str,
+        more: &[&str],
+        limit: std::time::Duration,
+    ) -> crate::Output {
+        let mut args = self.app_args();
+        args.extend(more.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::Bin::spawn_with_env(
+            program,
+            &self.endpoint(),
+            &args,
+            &[("ETCD_PASSWORD", APP_PASSWORD)],
+        )
+        .finish(limit)
+        .await
+    }
+}
+
 /// A temporary folder with a CA, a server and a client certificate from `scripts/make-certs.sh`.
 fn cert_dir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
