@@ -70,15 +70,28 @@ pub struct WatchArgs {
 }
 
 impl Args {
-    /// Like clap's `parse()`, with `--endpoints` and `--dial-timeout` accepted before or after the
-    /// subcommand (`discovery --dial-timeout 2 watch ...` and `discovery watch --dial-timeout 2 ...`).
-    /// They come from the shared `ConnectArgs`, which does not mark them global, so it is done here.
+    /// Like clap's `parse()`, with the connection flags (`--endpoints`, `--dial-timeout`, and the TLS
+    /// and user flags) accepted before or after the subcommand (`discovery --dial-timeout 2 watch ...` and
+    /// `discovery watch --dial-timeout 2 ...`).
     pub fn parse_anywhere() -> Args {
-        let command = Args::command()
-            .mut_arg("endpoints", |a| a.global(true))
-            .mut_arg("dial_timeout", |a| a.global(true));
-        let matches = command.get_matches();
+        let matches = Args::command_anywhere().get_matches();
         Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The command with the shared `ConnectArgs` marked global, which that crate does not do itself.
+    fn command_anywhere() -> clap::Command {
+        [
+            "endpoints",
+            "dial_timeout",
+            "cacert",
+            "cert",
+            "tls_key",
+            "user",
+        ]
+        .into_iter()
+        .fold(Args::command(), |command, id| {
+            command.mut_arg(id, |a| a.global(true))
+        })
     }
 }
 
@@ -154,10 +167,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> std::result::Result<Args, clap::Error> {
-        let command = Args::command()
-            .mut_arg("endpoints", |a| a.global(true))
-            .mut_arg("dial_timeout", |a| a.global(true));
-        let matches = command.try_get_matches_from(args)?;
+        let matches = Args::command_anywhere().try_get_matches_from(args)?;
         Args::from_arg_matches(&matches)
     }
 
@@ -217,5 +227,22 @@ mod tests {
         let demo = parse(&["discovery"]).unwrap();
         assert!(demo.command.is_none());
         assert_eq!(demo.prefix, "/services");
+        let tls_after = parse(&[
+            "discovery",
+            "watch",
+            "--service",
+            "api",
+            "--cacert",
+            "ca.crt",
+            "--cert",
+            "c.crt",
+            "--key-file",
+            "c.key",
+            "--user",
+            "app",
+        ])
+        .unwrap();
+        assert_eq!(tls_after.connect.secure.user.as_deref(), Some("app"));
+        assert!(tls_after.connect.secure.tls());
     }
 }
