@@ -150,8 +150,9 @@ async fn an_outside_key_under_the_prefix_is_refused() {
 }
 
 /// With no `ETCD_PASSWORD` and a terminal on stdin, the program asks, without echoing what is typed. A
-/// pseudo-terminal comes from util-linux's `script`; the password is typed only once the prompt shows, as a
-/// person would, so that the terminal's echo is already off.
+/// pseudo-terminal comes from util-linux's `script`. The password is typed once the prompt shows and the
+/// terminal's echo is off: rpassword prints the prompt first and turns echo off just after, so a test
+/// that typed at the prompt at once would see its own keystrokes echoed by a terminal not yet told.
 #[tokio::test]
 async fn on_a_terminal_it_asks_for_the_password_without_echoing_it() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -188,6 +189,11 @@ async fn on_a_terminal_it_asks_for_the_password_without_echoing_it() {
     })
     .await
     .expect("the prompt shows");
+    let script_pid = child.id().expect("script is running");
+    test_etcd::eventually("the terminal's echo is off", LIMIT, || async move {
+        (terminal_echo(script_pid) == Some(false)).then_some(())
+    })
+    .await;
     stdin
         .write_all(format!("{APP_PASSWORD}\n").as_bytes())
         .await
@@ -207,4 +213,20 @@ async fn on_a_terminal_it_asks_for_the_password_without_echoing_it() {
         !shown.contains(APP_PASSWORD),
         "the password was echoed: {shown}"
     );
+}
+
+/// Whether the terminal of `script`'s child (the pseudo-terminal the program reads from) echoes input.
+/// `None` while that cannot be read yet.
+fn terminal_echo(script_pid: u32) -> Option<bool> {
+    use std::os::fd::AsRawFd;
+    let children =
+        std::fs::read_to_string(format!("/proc/{script_pid}/task/{script_pid}/children")).ok()?;
+    let child: u32 = children.split_whitespace().next()?.parse().ok()?;
+    let terminal = std::fs::File::open(format!("/proc/{child}/fd/0")).ok()?;
+    // SAFETY: `termios` is plain data that tcgetattr fills in; the descriptor is open for the call.
+    let mut settings: libc::termios = unsafe { std::mem::zeroed() };
+    if unsafe { libc::tcgetattr(terminal.as_raw_fd(), &mut settings) } != 0 {
+        return None;
+    }
+    Some(settings.c_lflag & libc::ECHO != 0)
 }
