@@ -577,8 +577,14 @@ fn init_logging() {
     use std::io::Write;
     let started = std::time::Instant::now();
     let env = env_logger::Env::default().default_filter_or("warn");
+    let mut builder = env_logger::Builder::from_env(env);
+    // rustls logs every TLS handshake at debug level: a screenful next to the topic's own lines. It
+    // stays at warnings unless RUST_LOG names it (`RUST_LOG=debug,rustls=debug`).
+    if !std::env::var("RUST_LOG").is_ok_and(|filter| filter.contains("rustls")) {
+        builder.filter_module("rustls", log::LevelFilter::Warn);
+    }
     // `try_init` so that calling it twice (as tests may) is harmless.
-    let _ = env_logger::Builder::from_env(env)
+    let _ = builder
         .format(move |out, record| {
             writeln!(
                 out,
