@@ -209,8 +209,15 @@ pub async fn connect(args: &ConnectArgs) -> Result<Client> {
         bail!("no etcd endpoint given; {HOW_TO_START_ETCD}");
     }
     let endpoints = args.urls()?;
+    // The client logs in (--user) once, below. The probes only ask for `status()`, which etcd answers
+    // without a login: a login per probe would cost etcd a password hash each time, every 2 s per member
+    // with several endpoints.
+    let client_options = args.secure.apply(options(args.dial_timeout))?;
     let dialer = Dialer {
-        options: args.secure.apply(options(args.dial_timeout))?,
+        options: args
+            .secure
+            .without_user()
+            .apply(options(args.dial_timeout))?,
         secure: args.secure.clone(),
         limit: args.dial_timeout,
     };
@@ -263,15 +270,26 @@ pub async fn connect(args: &ConnectArgs) -> Result<Client> {
             );
         }
     }
-    let client = Client::connect(&live, Some(dialer.options.clone()))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot set up a client for {}: {}",
-                shown(&live),
-                explain(&e)
-            )
-        })?;
+    // With --user, this is where etcd checks the password.
+    let client = tokio::time::timeout(
+        args.dial_timeout,
+        Client::connect(&live, Some(client_options)),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "cannot connect to etcd at {}: no answer to the login within {:?}",
+            shown(&live),
+            args.dial_timeout
+        )
+    })?
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to etcd at {}: {}",
+            shown(&live),
+            explain(&e)
+        )
+    })?;
     if endpoints.len() > 1 {
         let dead: Vec<String> = dead.into_iter().map(|(e, _)| e.clone()).collect();
         tokio::spawn(watch_members(client.clone(), live, dead, dialer));
@@ -297,7 +315,7 @@ struct Problem {
     unreachable: bool,
 }
 
-/// What every probe needs: the client options (TLS and user included), the flags for messages, the limit.
+/// What every probe needs: the client options (TLS, no login), the flags for messages, the limit.
 #[derive(Clone)]
 struct Dialer {
     options: ConnectOptions,
