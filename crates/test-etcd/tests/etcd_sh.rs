@@ -72,10 +72,22 @@ impl Script {
         run_script(self.command(port, args), args, SCRIPT_LIMIT).await
     }
 
+    /// `up`, which must succeed. Other tests start etcds and open connections on loopback at the same
+    /// time, so the peer port the script saw free can be taken before etcd binds it: etcd then exits with
+    /// "address already in use" before it wrote anything, and this runs `up` again (at most three times),
+    /// which chooses the peer port afresh. The client port is the test's, so it stays.
     async fn up(&self) -> ScriptRun {
-        let run = self.run(&["up"]).await;
-        assert_eq!(run.code, Some(0), "up failed:\n{}", run.all());
-        run
+        let mut last = String::new();
+        for _attempt in 0..3 {
+            let run = self.run(&["up"]).await;
+            if run.code == Some(0) {
+                return run;
+            }
+            let all = run.all();
+            assert!(all.contains("address already in use"), "up failed:\n{all}");
+            last = all;
+        }
+        panic!("up failed three times on a port race:\n{last}");
     }
 
     /// The PID the script recorded for the member it started.

@@ -3,6 +3,7 @@
 //! touches a developer's `.etcd/` or ports 2379 and 2479. A guard runs `down --secure` and `down` when a test
 //! ends, then SIGKILLs any PID still recorded, so no member is left running even when a test fails.
 
+use std::cell::Cell;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -21,10 +22,11 @@ const SCRIPT_LIMIT: Duration = Duration::from_secs(60);
 /// A client call, or an etcdctl run, against a healthy local member.
 const CALL_LIMIT: Duration = Duration::from_secs(10);
 
-/// The script with one state directory; `port` is the secure member's client port.
+/// The script with one state directory; `port` is the secure member's client port, which [`Script::up`]
+/// changes when another process took it.
 struct Script {
     dir: tempfile::TempDir,
-    port: u16,
+    port: Cell<u16>,
 }
 
 impl Script {
@@ -35,8 +37,12 @@ impl Script {
             .expect("the temp directory is writable");
         Script {
             dir,
-            port: free_port(),
+            port: Cell::new(free_port()),
         }
+    }
+
+    fn port(&self) -> u16 {
+        self.port.get()
     }
 
     /// `<LOCAL_ETCD_DIR>/secure/NAME`.
@@ -68,7 +74,7 @@ impl Script {
 
     /// Runs the script on the secure member's port.
     async fn run(&self, args: &[&str]) -> ScriptRun {
-        self.run_on(Some(self.port), args).await
+        self.run_on(Some(self.port()), args).await
     }
 
     /// Runs the script with LOCAL_ETCD_PORT set to `port` (or unset), killing it after [`SCRIPT_LIMIT`].
@@ -76,11 +82,26 @@ impl Script {
         run_script(self.command(port, args), args, SCRIPT_LIMIT).await
     }
 
-    /// `up --secure`, which must succeed.
+    /// `up --secure`, which must succeed. Other tests start etcds and open connections on loopback at the
+    /// same time, so a port the script saw free (ours, or the peer port after it) can be taken before etcd
+    /// binds it: etcd then exits with "address already in use" before it wrote anything, and this tries
+    /// again on a fresh port (at most three times), as the cluster tests do.
     async fn up(&self) -> ScriptRun {
-        let run = self.run(&["up", "--secure"]).await;
-        assert_eq!(run.code, Some(0), "up --secure failed:\n{}", run.all());
-        run
+        let mut last = String::new();
+        for _attempt in 0..3 {
+            let run = self.run(&["up", "--secure"]).await;
+            if run.code == Some(0) {
+                return run;
+            }
+            let all = run.all();
+            assert!(
+                all.contains("address already in use"),
+                "up --secure failed:\n{all}"
+            );
+            last = all;
+            self.port.set(free_port());
+        }
+        panic!("up --secure failed three times on a port race:\n{last}");
     }
 
     fn secure_pid(&self) -> Option<i32> {
@@ -100,7 +121,7 @@ impl Script {
     }
 
     fn endpoint(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.port())
     }
 
     /// A client over TLS with this member's CA and client certificate, logged in as `user`.
@@ -200,7 +221,7 @@ fn expected_lines(dir: &Path, port: u16) -> Vec<String> {
 
 /// Asserts that `run` ends with exactly the lines `up --secure` prints.
 fn assert_prints_the_lines(run: &ScriptRun, script: &Script) {
-    let expected = expected_lines(script.dir.path(), script.port);
+    let expected = expected_lines(script.dir.path(), script.port());
     let last: Vec<&str> = run
         .stdout
         .lines()
@@ -302,7 +323,7 @@ async fn up_secure_prints_the_lines_and_serves_tls_with_users_and_a_limited_role
         assert!(args.contains(flag), "etcd runs without {flag}: {args}");
     }
     assert!(
-        TcpStream::connect(("127.0.0.1", script.port)).is_ok(),
+        TcpStream::connect(("127.0.0.1", script.port())).is_ok(),
         "etcd listens on the announced port"
     );
 
@@ -423,7 +444,7 @@ async fn status_down_and_reset_secure_act_on_the_secure_member() {
         down.all()
     );
     gone(pid).await;
-    assert!(TcpStream::connect(("127.0.0.1", script.port)).is_err());
+    assert!(TcpStream::connect(("127.0.0.1", script.port())).is_err());
     assert!(!script.secure("etcd.pid").exists());
     assert!(
         script.secure("data").is_dir() && script.secure("app.password").is_file(),
@@ -470,7 +491,7 @@ async fn plain_and_secure_members_run_side_by_side_in_one_state_directory() {
     let script = Script::new();
     let plain_port = loop {
         let p = free_port();
-        if p != script.port && p != script.port + 1 {
+        if p != script.port() && p != script.port() + 1 {
             break p;
         }
     };
@@ -547,14 +568,14 @@ async fn plain_and_secure_members_run_side_by_side_in_one_state_directory() {
 #[tokio::test]
 async fn up_secure_on_a_taken_port_fails_with_a_command_for_other_ports() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
-    let mut script = Script::new();
-    script.port = listener.local_addr().unwrap().port();
+    let script = Script::new();
+    script.port.set(listener.local_addr().unwrap().port());
 
     let run = script.run(&["up", "--secure"]).await;
     assert_eq!(run.code, Some(1), "{}", run.all());
     assert!(
         run.stderr
-            .contains(&format!("port {} is taken", script.port)),
+            .contains(&format!("port {} is taken", script.port())),
         "{}",
         run.all()
     );
