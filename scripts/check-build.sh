@@ -2,7 +2,8 @@
 # Keeps the build quick for a workshop on a small machine. Two checks:
 #
 # 1. No heavy feature comes back: a dependency's default features that nobody here needs (tokio's `full`,
-#    clap's colors, env_logger's regex filters) can add tens of seconds to a cold build.
+#    clap's colors, env_logger's regex filters, tonic's server) can add tens of seconds to a cold build, and
+#    so does etcd-client's build-time code generator, which vendor/etcd-client replaces.
 # 2. Switching between the tests and a topic rebuilds only the topic: every member must resolve the same
 #    dependency features, or `cargo run -p watch` after `cargo test` compiles its own copy of tokio, hyper,
 #    tonic and etcd-client. Run this after the tests were built (CI runs it after scripts/test.sh).
@@ -23,6 +24,8 @@ heavy=(
   'env_logger feature "regex"|env_logger regex filters build the regex crate; RUST_LOG=debug needs no regex'
   'env_logger feature "default"|env_logger default features include regex'
   'env_logger feature "humantime"|env_logger humantime builds jiff for clock timestamps; etcd-connect logs seconds since start'
+  'tonic feature "server"|tonic'"'"'s gRPC server (hyper server, socket2): a client needs only "channel"; see vendor/etcd-client'
+  'tonic feature "router"|tonic'"'"'s axum router: a client needs only "channel"; see vendor/etcd-client'
 )
 for entry in "${heavy[@]}"; do
   pattern=${entry%%|*}
@@ -35,6 +38,12 @@ for entry in "${heavy[@]}"; do
 done
 if grep -qE '^regex v' <<<"$(cargo tree --workspace -e normal --prefix none 2>/dev/null)"; then
   echo "check-build: the regex crate is a normal dependency again; find who wants it: cargo tree -i regex" >&2
+  status=1
+fi
+# etcd-client's build script compiles a protobuf code generator (prost-build, regex, petgraph, ...) and runs
+# protoc on every cold build; vendor/etcd-client has its output checked in instead.
+if grep -qE '^(prost-build|tonic-build|tonic-prost-build) v' <<<"$(cargo tree --workspace -e normal,build --prefix none 2>/dev/null)"; then
+  echo "check-build: a protobuf code generator is built again (is [patch.crates-io] etcd-client = vendor/etcd-client gone?): cargo tree -e build -i prost-build" >&2
   status=1
 fi
 # TLS: etcd-client's `tls` feature (rustls with ring). aws-lc-rs needs CMake and builds for minutes on 2
