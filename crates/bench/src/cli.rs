@@ -60,8 +60,9 @@ pub struct Load {
     #[arg(long, default_value = "/bench/", value_parser = KeyParser)]
     pub prefix: String,
 
-    /// Tokio runtime: `multi` (a worker thread per core) or `current` (one thread). See main.rs.
-    #[arg(long, value_enum, default_value = "multi")]
+    /// Tokio runtime: `current` (one thread, which leaves the other cores to an etcd on the same machine)
+    /// or `multi` (a worker thread per core). See main.rs.
+    #[arg(long, value_enum, default_value = "current")]
     pub runtime: Runtime,
 }
 

@@ -27,7 +27,7 @@
 //! Every key goes under `--prefix` (default `/bench/`), which must be empty; the run deletes it at the
 //! end and revokes the leases it granted, also on Ctrl-C.
 //!
-//! Try next: `--runtime current` against the default `multi`, and `--conns 1` against `--conns 8` with
+//! Try next: `--runtime multi` against the default `current`, and `--conns 1` against `--conns 8` with
 //! `--clients 64`; on a 2-core machine shared with etcd, watch `top` while it runs.
 
 mod cli;
@@ -47,25 +47,28 @@ use tokio::task::JoinSet;
 
 use cli::{Command, Load, Runtime};
 
-// Runtime flavor. Multi-thread by default, for a reason particular to a load generator: the client's
-// work (protobuf encoding, HTTP/2 framing, waking 64 tasks) can then use both cores of a 2-core machine
-// in the gaps etcd leaves while it waits for its disk sync. But etcd needs those same cores, so it is not
-// a clear win: measured on the 2-core machine of docs/performance.md (release build, 3 alternated rounds),
-// `put --clients 64 --conns 1` gave 8,090-9,130 put/s multi-thread and 8,350-9,950 current_thread, and
-// sequential puts 810-890 against 780-890: equal within the run-to-run spread. Multi-thread stays the
-// default because it does not lose and scales on bigger machines; `--runtime current` lets you measure
-// yours. The runtime is built by hand, not with `#[tokio::main]`, only so that the flag can choose it.
+// Runtime flavor. One thread (current_thread) by default, for a reason particular to a load generator that
+// shares its machine with etcd: every CPU cycle the client spends is one etcd cannot, and a multi-thread
+// runtime spends more of them, waking tasks across threads (futex calls) and moving work between cores. On
+// the 2-core machine of docs/performance.md (release build, runs alternated pair by pair), current_thread
+// used a quarter less CPU for the same requests (`put --clients 64 --conns 1`: 0.72 s against 0.98 s per
+// 20,000 puts) and so finished sooner: 7% for that run, 10% for sequential puts, 7% for 64 reads at a
+// time (medians of 7 to 9 pairs). One thread is not a limit here: it does only encoding and framing, a
+// small part of each request's cost, while etcd does the rest. Where etcd runs elsewhere and the client
+// has cores to itself, `--runtime multi` spreads the client over them: measure yours. The runtime is
+// built by hand, not with `#[tokio::main]`, only so that the flag can choose it.
 fn main() -> ExitCode {
     etcd_connect::init();
     let args = cli::Args::parse();
     let flavor = match &args.command {
-        None => Runtime::Multi,
+        None => Runtime::Current,
         Some(Command::Put(a)) => a.load.runtime,
         Some(Command::Range(a)) => a.load.runtime,
         Some(Command::TxnPut(a)) => a.load.runtime,
         Some(Command::LeaseKeepalive(a)) => a.load.runtime,
         Some(Command::WatchLatency(a)) => a.load.runtime,
     };
+    log::debug!("tokio runtime: {flavor:?}");
     let runtime = match flavor {
         Runtime::Multi => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -90,6 +90,31 @@ async fn put_writes_exactly_the_key_space_and_deletes_it() {
 }
 
 #[tokio::test]
+async fn the_runtime_is_current_thread_unless_multi_is_asked_for() {
+    let etcd = TestEtcd::start().await;
+    for (args, flavor) in [
+        (&["put", "--total", "20"][..], "Current"),
+        (&["put", "--total", "20", "--runtime", "multi"][..], "Multi"),
+        (&[][..], "Current"),
+    ] {
+        let out = Bin::spawn_with_env(
+            BENCH,
+            &etcd.endpoint(),
+            args,
+            &[("RUST_LOG", "bench=debug")],
+        )
+        .finish(LIMIT)
+        .await;
+        assert!(out.status.success(), "{args:?}: {out:#?}");
+        assert!(
+            out.stderr.contains(&format!("tokio runtime: {flavor}")),
+            "{args:?}: no \"tokio runtime: {flavor}\" in:\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[tokio::test]
 async fn range_reads_both_ways_and_writes_nothing() {
     let etcd = TestEtcd::start().await;
     let before = revision(&etcd).await;
