@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use test_etcd::{etcd_sh, free_port, run_script, Bin};
+use test_etcd::{etcd_sh_command, free_port, run_script, Bin};
 
 const SECURE: &str = env!("CARGO_BIN_EXE_secure");
 
@@ -17,15 +17,8 @@ struct SecureMember {
 
 impl SecureMember {
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("bash");
-        cmd.arg(etcd_sh())
-            .args(args)
-            .env("LOCAL_ETCD_DIR", self.dir.path())
-            .env("LOCAL_ETCD_PORT", self.port.to_string())
-            .env_remove("LOCAL_ETCD_PEER_PORT")
-            .env_remove("ETCD_ENDPOINTS")
-            .env_remove("ETCD_PASSWORD")
-            .stdin(Stdio::null());
+        let mut cmd = etcd_sh_command(self.dir.path(), args);
+        cmd.env("LOCAL_ETCD_PORT", self.port.to_string());
         cmd
     }
 }

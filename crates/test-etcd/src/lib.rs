@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 pub use cluster::TestCluster;
 pub use nix::sys::signal::Signal;
-pub use script::{etcd_sh, run_script, ScriptRun};
+pub use script::{etcd_sh, etcd_sh_command, run_script, ScriptRun, ETCDCTL_VARIABLES};
 pub use secure::{SecureEtcd, APP_PASSWORD, APP_PREFIX, APP_USER, ROOT_PASSWORD};
 pub use transcript::Transcript;
 

@@ -1,11 +1,51 @@
 //! Running `scripts/etcd.sh` from a test: its path, and one bounded run with what it printed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 /// `scripts/etcd.sh` in this repository.
 pub fn etcd_sh() -> PathBuf {
     crate::secure::repository().join("scripts/etcd.sh")
+}
+
+/// Variables etcdctl reads as flags: none of the developer's may reach the script or a test's etcdctl.
+pub const ETCDCTL_VARIABLES: [&str; 8] = [
+    "ETCDCTL_ENDPOINTS",
+    "ETCDCTL_CACERT",
+    "ETCDCTL_CERT",
+    "ETCDCTL_KEY",
+    "ETCDCTL_USER",
+    "ETCDCTL_PASSWORD",
+    "ETCDCTL_DIAL_TIMEOUT",
+    "ETCDCTL_COMMAND_TIMEOUT",
+];
+
+/// `bash scripts/etcd.sh ARGS` with its state in `dir` (LOCAL_ETCD_DIR) and nothing from the developer's
+/// environment that would point it elsewhere: no ports, endpoints, password or etcdctl settings. Stdin is
+/// empty and both outputs are piped; the caller adds the ports it wants.
+pub fn etcd_sh_command(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(etcd_sh())
+        .args(args)
+        .env("LOCAL_ETCD_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in [
+        "LOCAL_ETCD_PORT",
+        "LOCAL_ETCD_PEER_PORT",
+        "LOCAL_CLUSTER_CLIENT_PORTS",
+        "LOCAL_CLUSTER_PEER_PORTS",
+        "ETCD_ENDPOINTS",
+        "ETCD_PASSWORD",
+    ]
+    .into_iter()
+    .chain(ETCDCTL_VARIABLES)
+    {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 /// How one run of a script ended, and what it printed.
@@ -37,9 +77,9 @@ impl ScriptRun {
 /// panics if it takes longer than `limit`. `args` names the run in that message.
 pub async fn run_script(cmd: std::process::Command, args: &[&str], limit: Duration) -> ScriptRun {
     let mut cmd = tokio::process::Command::from(cmd);
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     let out = tokio::time::timeout(limit, cmd.output())
         .await

@@ -4,13 +4,12 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use test_etcd::{
-    etcd_sh, eventually, free_port, get_value, run_script, ScriptRun, Signal, TestEtcd,
+    etcd_sh_command, eventually, free_port, get_value, run_script, ScriptRun, Signal, TestEtcd,
 };
 
 /// `up` waits up to 30 s for a healthy member; `down` up to 10 s before SIGKILL.
@@ -42,17 +41,7 @@ impl Script {
 
     /// The command with only our settings: nothing from the environment that would point elsewhere.
     fn command(&self, port: Option<u16>, args: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new("bash");
-        cmd.arg(etcd_sh())
-            .args(args)
-            .env("LOCAL_ETCD_DIR", self.dir.path())
-            .env_remove("LOCAL_ETCD_PORT")
-            .env_remove("LOCAL_ETCD_PEER_PORT")
-            .env_remove("ETCD_ENDPOINTS")
-            .env_remove("ETCDCTL_ENDPOINTS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = etcd_sh_command(self.dir.path(), args);
         if let Some(port) = port {
             cmd.env("LOCAL_ETCD_PORT", port.to_string());
         }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use etcd_client::Client;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
-use test_etcd::{etcd_sh, eventually, free_port, get_value, run_script, ScriptRun, Signal};
+use test_etcd::{
+    etcd_sh, etcd_sh_command, eventually, free_port, get_value, run_script, ScriptRun, Signal,
+};
 
 /// `cluster up` and `start-member` wait up to 30 s for healthy members; stopping one waits up to 10 s
 /// before SIGKILL.
@@ -79,19 +81,9 @@ impl Cluster {
 
     /// The script with only our settings: nothing from the environment that would point elsewhere.
     fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new("bash");
-        cmd.arg(etcd_sh())
-            .args(args)
-            .env("LOCAL_ETCD_DIR", self.dir.path())
-            .env("LOCAL_CLUSTER_CLIENT_PORTS", Self::join(&self.client))
-            .env("LOCAL_CLUSTER_PEER_PORTS", Self::join(&self.peer))
-            .env_remove("LOCAL_ETCD_PORT")
-            .env_remove("LOCAL_ETCD_PEER_PORT")
-            .env_remove("ETCD_ENDPOINTS")
-            .env_remove("ETCDCTL_ENDPOINTS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = etcd_sh_command(self.dir.path(), args);
+        cmd.env("LOCAL_CLUSTER_CLIENT_PORTS", Self::join(&self.client))
+            .env("LOCAL_CLUSTER_PEER_PORTS", Self::join(&self.peer));
         cmd
     }
 

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
-use test_etcd::{etcd_sh, eventually, free_port, get_value, run_script, ScriptRun, Signal};
+use test_etcd::{
+    etcd_sh_command, eventually, free_port, get_value, run_script, ScriptRun, Signal,
+    ETCDCTL_VARIABLES,
+};
 
 /// `up --secure` waits up to 30 s for a healthy member, then sets up the users; `down` waits up to 10 s
 /// before SIGKILL.
@@ -52,20 +55,7 @@ impl Script {
 
     /// The command with only our settings: nothing from the environment that would point elsewhere.
     fn command(&self, port: Option<u16>, args: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new("bash");
-        cmd.arg(etcd_sh())
-            .args(args)
-            .env("LOCAL_ETCD_DIR", self.dir.path())
-            .env_remove("LOCAL_ETCD_PORT")
-            .env_remove("LOCAL_ETCD_PEER_PORT")
-            .env_remove("ETCD_ENDPOINTS")
-            .env_remove("ETCD_PASSWORD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for var in ETCDCTL_VARIABLES {
-            cmd.env_remove(var);
-        }
+        let mut cmd = etcd_sh_command(self.dir.path(), args);
         if let Some(port) = port {
             cmd.env("LOCAL_ETCD_PORT", port.to_string());
         }
@@ -145,18 +135,6 @@ impl Script {
         .unwrap_or_else(|e| panic!("connect as {user} over TLS: {e}"))
     }
 }
-
-/// Variables etcdctl reads as flags: none of the developer's may reach the script or our etcdctl runs.
-const ETCDCTL_VARIABLES: [&str; 8] = [
-    "ETCDCTL_ENDPOINTS",
-    "ETCDCTL_CACERT",
-    "ETCDCTL_CERT",
-    "ETCDCTL_KEY",
-    "ETCDCTL_USER",
-    "ETCDCTL_PASSWORD",
-    "ETCDCTL_DIAL_TIMEOUT",
-    "ETCDCTL_COMMAND_TIMEOUT",
-];
 
 impl Drop for Script {
     /// `down --secure` and `down`, bounded; then SIGKILL whatever PID is still recorded, so a failed test
