@@ -16,6 +16,9 @@ status=0
 
 echo "== heavy dependency features"
 tree=$(cargo tree --workspace -e features,normal --prefix none 2>/dev/null)
+# The crates alone: what every topic links (normal), and that plus what is compiled to build them (build).
+normal=$(cargo tree --workspace -e normal --prefix none 2>/dev/null)
+normal_and_build=$(cargo tree --workspace -e normal,build --prefix none 2>/dev/null)
 # `crate feature "name"` lines that must not appear, each with the reason it is refused.
 heavy=(
   'tokio feature "full"|tokio `full` builds every tokio module; list the features used in [workspace.dependencies]'
@@ -36,20 +39,20 @@ for entry in "${heavy[@]}"; do
     status=1
   fi
 done
-if grep -qE '^regex v' <<<"$(cargo tree --workspace -e normal --prefix none 2>/dev/null)"; then
+if grep -qE '^regex v' <<<"$normal"; then
   echo "check-build: the regex crate is a normal dependency again; find who wants it: cargo tree -i regex" >&2
   status=1
 fi
 # etcd-client's build script compiles a protobuf code generator (prost-build, regex, petgraph, ...) and runs
 # protoc on every cold build; vendor/etcd-client has its output checked in instead.
-if grep -qE '^(prost-build|tonic-build|tonic-prost-build) v' <<<"$(cargo tree --workspace -e normal,build --prefix none 2>/dev/null)"; then
+if grep -qE '^(prost-build|tonic-build|tonic-prost-build) v' <<<"$normal_and_build"; then
   echo "check-build: a protobuf code generator is built again (is [patch.crates-io] etcd-client = vendor/etcd-client gone?): cargo tree -e build -i prost-build" >&2
   status=1
 fi
 # TLS: etcd-client's `tls` feature (rustls with ring). aws-lc-rs needs CMake and builds for minutes on 2
 # cores; openssl-sys ties every topic to the system's OpenSSL headers.
 for crate in aws-lc-rs aws-lc-sys openssl-sys; do
-  if grep -qE "^$crate v" <<<"$(cargo tree --workspace -e normal --prefix none 2>/dev/null)"; then
+  if grep -qE "^$crate v" <<<"$normal"; then
     echo "check-build: $crate is a dependency; keep etcd-client's \`tls\` feature (rustls with ring): cargo tree -i $crate" >&2
     status=1
   fi
