@@ -40,7 +40,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use etcd_client::{Client, PutOptions};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use keepalive::{KeptLease, Renewal};
 
 // One lease and one signal handler, handled in turn by a `select!`: the single-threaded runtime is enough.
@@ -68,6 +68,17 @@ async fn run(args: cli::Args) -> Result<()> {
     };
     println!("connected to etcd at {}", args.connect.endpoints_shown());
 
+    // Before anything is written: the key must not exist yet. etcd deletes the keys on a lease when the
+    // lease ends (Ctrl-C revokes it; a killed program lets it run out), so putting someone's existing
+    // key on our lease would take it over, and then delete it. Refuse before granting anything.
+    let existing = client
+        .get(key.as_str(), None)
+        .await
+        .with_context(|| format!("check that {key} does not exist yet"))?;
+    if !existing.kvs().is_empty() {
+        bail!("{}", taken(key));
+    }
+
     // 1. Grant a lease: a countdown on the server, as in the `lease` topic. etcd may grant more than we
     //    asked (it raises very short TTLs), so the rest of the program uses the TTL from the reply.
     let granted = client
@@ -82,14 +93,28 @@ async fn run(args: cli::Args) -> Result<()> {
     // 2. Attach the key. Left alone, it would be deleted after the TTL. (The article writes "/name"; our
     //    default key is `name`, the key `cargo run -p watch` watches, so a watch in another terminal
     //    sees this write and, at the end, the delete.)
-    let put = client
-        .put(
+    //    Put-if-absent, as in the `lease` topic: one transaction that writes only if the key's create
+    //    revision is 0 (it does not exist), in case another client created it since the check above.
+    //    If it writes nothing, the lease holds nothing of ours: revoke it rather than leave it ticking.
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
             key.as_str(),
             value.as_str(),
             Some(PutOptions::new().with_lease(lease_id)),
-        )
-        .await
-        .with_context(|| format!("put {key} on lease {id}"))?;
+        )]);
+    let put = match client.txn(txn).await {
+        Ok(put) if put.succeeded() => put,
+        not_put => {
+            let limit = args.connect.dial_timeout;
+            let revoked = tokio::time::timeout(limit, client.lease_revoke(lease_id)).await;
+            log::debug!("revoking lease {id}, as nothing was put on it: {revoked:?}");
+            return Err(match not_put {
+                Ok(_) => anyhow!("{}", taken(key)),
+                Err(e) => anyhow!(e).context(format!("put {key} on lease {id}")),
+            });
+        }
+    };
     println!(
         "2. put {key} = {value} on lease {id} (revision {})",
         put.header().map_or(0, |h| h.revision())
@@ -200,4 +225,12 @@ async fn stop(client: &mut Client, args: &cli::Args, lease: &KeptLease, why: &st
         }
     }
     Ok(())
+}
+
+/// Why this program refuses a key that exists, and what to do: one line.
+fn taken(key: &str) -> String {
+    format!(
+        "{key} already exists and this program did not create it: on a lease, etcd would delete it when \
+         the lease ends; choose another key with --key, or remove it first with `etcdctl del {key}`"
+    )
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use test_etcd::{
     assert_clean_failure, assert_fails_fast_on_dead_endpoint, assert_refused, eventually,
-    get_value, lease_exists, lease_of, Bin, Signal, TestEtcd,
+    get_value, lease_exists, lease_ids, lease_of, put, Bin, Signal, TestEtcd,
 };
 
 const KEEPALIVE: &str = env!("CARGO_BIN_EXE_keepalive");
@@ -214,6 +214,33 @@ async fn bad_input_is_refused_without_granting_anything() {
     let leases = client.leases().await.expect("listing leases works");
     assert!(leases.leases().is_empty(), "no lease was granted");
     assert_eq!(get_value(&mut client, "name").await, None);
+}
+
+#[tokio::test]
+async fn a_key_that_exists_is_refused_before_anything_is_written_and_stays_as_it_was() {
+    // Issue 15: `etcdctl put name mine`, then `cargo run -p keepalive` and Ctrl-C (here `--count 1`,
+    // which stops the same way) revoked the lease it had put `name` on, and the user's key went with it.
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let written = put(&mut client, "name", "mine").await;
+    let out = assert_refused(
+        KEEPALIVE,
+        &etcd.endpoint(),
+        &["--ttl", "2", "--count", "1"],
+        "name already exists",
+    )
+    .await;
+    assert!(
+        out.stderr.contains("--key") && out.stderr.contains("`etcdctl del name`"),
+        "says what to do: {out:#?}"
+    );
+    assert!(!out.stdout.contains("granted"), "nothing granted: {out:#?}");
+    // Read back: the same value, never written again, on no lease; and no lease was granted.
+    let now = client.get("name", None).await.expect("a get works");
+    let kv = &now.kvs()[0];
+    let seen = (kv.value(), kv.mod_revision(), kv.lease());
+    assert_eq!(seen, (&b"mine"[..], written, 0), "{out:#?}");
+    assert!(lease_ids(&mut client).await.is_empty(), "{out:#?}");
 }
 
 #[tokio::test]

@@ -17,8 +17,8 @@ pub struct Args {
     #[arg(long, default_value = "ferris")]
     pub value: String,
 
-    /// Prefix for the keys of steps 3 to 6. It must hold no keys yet: the program deletes what it wrote
-    /// there at the end, and nothing else.
+    /// Prefix for the keys of steps 3 to 6. It must hold no keys yet, and --key must lie outside it: the
+    /// program deletes what it wrote there at the end, and nothing else.
     #[arg(long, default_value = "/kv-demo/", value_parser = KeyParser)]
     pub demo_prefix: String,
 }

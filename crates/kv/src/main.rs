@@ -13,8 +13,9 @@
 //! RUST_LOG=debug cargo run -p kv
 //! ```
 //!
-//! Steps 3 to 6 write under `--demo-prefix` (default `/kv-demo/`), which must be empty, and delete exactly
-//! the keys they wrote at the end.
+//! Steps 3 to 6 write under `--demo-prefix` (default `/kv-demo/`), which must be empty (checked before
+//! anything is written, `name` included) and must not contain `--key`, and delete exactly the keys they
+//! wrote at the end.
 //!
 //! Try next: `etcdctl get name -w json` to see the revisions printed here, then `cargo run -p watch`
 //! in one terminal and this program in another. For a prefix with many keys, read `get_prefix_in_pages`
@@ -42,12 +43,52 @@ async fn main() -> ExitCode {
 async fn run(args: cli::Args) -> Result<()> {
     let (key, value, prefix) = (&args.key, &args.value, &args.demo_prefix);
 
+    // --key stays in place after the run, and the demo prefix must be empty before it and is emptied
+    // after it: a key inside the prefix cannot be both. Refuse before connecting.
+    if key.starts_with(prefix.as_str()) {
+        bail!(
+            "--key {key} is inside --demo-prefix {prefix}, which steps 3 to 6 use as scratch space and \
+             empty again; choose a --key outside {prefix}, or another --demo-prefix"
+        );
+    }
+
     // 0. Connect. Underneath, `etcd_connect::connect` calls `Client::connect(endpoints, options)` and then
     //    asks the server for its `status()` within --dial-timeout. The probe is needed because
     //    `Client::connect` is lazy: it succeeds even when nothing listens, and the first real call would
     //    fail far from the cause. Read crates/etcd-connect/src/lib.rs for the details.
     let mut client = etcd_connect::connect(&args.connect).await?;
     println!("connected to etcd at {}", args.connect.endpoints_shown());
+
+    // Before anything is written: steps 3 to 6 use the demo prefix as scratch space, and step 6 cleans up
+    // after us and must only ever delete what this run wrote. So the prefix must be empty, and checked
+    // before the first write, so that a refused run leaves etcd as it found it. `with_keys_only` and
+    // `with_limit` keep the check cheap on a busy prefix.
+    let existing = client
+        .get(
+            prefix.as_str(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only()
+                    .with_limit(3),
+            ),
+        )
+        .await
+        .with_context(|| format!("check that {prefix} is empty"))?;
+    if existing.count() > 0 {
+        let keys: Vec<_> = existing
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()))
+            .collect();
+        bail!(
+            "{prefix} already holds {} key(s) ({}{}), which this program did not write; choose an empty \
+             --demo-prefix (or, if they are left from an interrupted run, `etcdctl del --prefix {prefix}`)",
+            existing.count(),
+            keys.join(", "),
+            if existing.count() > keys.len() as i64 { ", ..." } else { "" }
+        );
+    }
 
     // 1. PUT, as in the article. The reply's header carries the store's new revision: a counter of every
     //    write to any key, which is what watches and old reads refer to.
@@ -82,36 +123,7 @@ async fn run(args: cli::Args) -> Result<()> {
 
     println!("-- beyond the article --");
 
-    // 3. Make sure the demo prefix is empty, because step 6 cleans up after us and must only ever delete
-    //    what this run wrote. `with_keys_only` and `with_limit` keep the check cheap on a busy prefix.
-    let existing = client
-        .get(
-            prefix.as_str(),
-            Some(
-                GetOptions::new()
-                    .with_prefix()
-                    .with_keys_only()
-                    .with_limit(3),
-            ),
-        )
-        .await
-        .with_context(|| format!("check that {prefix} is empty"))?;
-    if existing.count() > 0 {
-        let keys: Vec<_> = existing
-            .kvs()
-            .iter()
-            .map(|kv| String::from_utf8_lossy(kv.key()))
-            .collect();
-        bail!(
-            "{prefix} already holds {} key(s) ({}{}), which this program did not write; choose an empty \
-             --demo-prefix (or, if they are left from an interrupted run, `etcdctl del --prefix {prefix}`)",
-            existing.count(),
-            keys.join(", "),
-            if existing.count() > keys.len() as i64 { ", ..." } else { "" }
-        );
-    }
-
-    //    Then PUT with prev_kv: the old value comes back in the same reply, so no other client can write
+    // 3. PUT with prev_kv: the old value comes back in the same reply, so no other client can write
     //    between a separate read and write.
     let color = format!("{prefix}color");
     let red = client

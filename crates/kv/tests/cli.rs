@@ -117,6 +117,62 @@ async fn a_demo_prefix_that_holds_keys_is_refused_and_left_untouched() {
 }
 
 #[tokio::test]
+async fn a_refused_demo_prefix_is_checked_before_name_is_written() {
+    // Issue 15: kv put `name` first and only then refused the non-empty /kv-demo/, so the user's `name`
+    // was overwritten by a run that then failed.
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let written = put(&mut client, "name", "mine").await;
+    put(&mut client, "/kv-demo/left", "1").await;
+    assert_refused(
+        KV,
+        &etcd.endpoint(),
+        &[],
+        "which this program did not write",
+    )
+    .await;
+    assert_eq!(
+        get_value(&mut client, "name").await.as_deref(),
+        Some("mine")
+    );
+    let now = client.get("name", None).await.expect("a get works");
+    assert_eq!(now.kvs()[0].mod_revision(), written, "not written again");
+    assert_eq!(
+        keys_under(&mut client, "/kv-demo/").await,
+        ["/kv-demo/left"]
+    );
+}
+
+#[tokio::test]
+async fn a_key_inside_the_demo_prefix_is_refused_up_front_for_that_reason() {
+    // Issue 15 (8e): `--key /kv-demo/x` was written, then refused as a key "which this program did not
+    // write". It is refused before anything is written, and the message says why.
+    let etcd = TestEtcd::start().await;
+    for (args, prefix) in [
+        (vec!["--key", "/kv-demo/x"], "/kv-demo/"),
+        (vec!["--key", "/d/x", "--demo-prefix", "/d/"], "/d/"),
+    ] {
+        let out = assert_refused(
+            KV,
+            &etcd.endpoint(),
+            &args,
+            &format!("--key {} is inside --demo-prefix {prefix}", args[1]),
+        )
+        .await;
+        assert!(
+            out.stderr.contains("choose a --key outside"),
+            "says what to do: {out:#?}"
+        );
+        assert!(
+            !out.stderr.contains("did not write"),
+            "no false reason: {out:#?}"
+        );
+        let mut client = etcd.client().await;
+        assert!(keys_under(&mut client, prefix).await.is_empty(), "{args:?}");
+    }
+}
+
+#[tokio::test]
 async fn dead_endpoint_fails_fast_with_one_clear_line() {
     assert_fails_fast_on_dead_endpoint(KV, &[]).await;
 }

@@ -33,8 +33,9 @@ async fn kv_runs_over_tls_as_the_limited_user_under_its_prefix() {
 #[tokio::test]
 async fn kv_outside_the_users_prefix_is_one_line_about_roles() {
     let etcd = SecureEtcd::start().await;
-    // The default key `name` is outside /app/.
-    let out = kv_as_app(&etcd, &[]).await;
+    // The default key `name` is outside /app/. (The demo prefix is inside it: kv checks that the prefix
+    // is empty before its first write, and this test is about that write.)
+    let out = kv_as_app(&etcd, &["--demo-prefix", "/app/kv-demo/"]).await;
     test_etcd::assert_clean_failure(&out);
     assert!(
         out.stderr

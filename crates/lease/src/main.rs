@@ -14,6 +14,8 @@
 //! whose condition is `create_revision(key) == 0` (the key does not exist yet): `cargo run -p txn` shows
 //! it, and `put_if_absent` in `crates/txn/src/lib.rs` is that transaction, ready to copy.
 //! A lock needs both: put-if-absent to take it, and a lease so it frees itself when its owner dies.
+//! This program needs both too: it puts its key on the lease only if the key does not exist yet,
+//! because etcd would delete an existing key, someone else's, with the lease.
 //!
 //! Run it (with an etcd from `scripts/etcd.sh up`):
 //!
@@ -38,7 +40,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use etcd_client::{Client, LeaseTimeToLiveOptions, PutOptions, WatchOptions, WatchStream};
+use etcd_client::{
+    Client, Compare, CompareOp, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    WatchStream,
+};
 use lease::Watched;
 use tokio::time::MissedTickBehavior;
 
@@ -72,6 +77,17 @@ async fn run(args: cli::Args) -> Result<()> {
     };
     println!("connected to etcd at {}", args.connect.endpoints_shown());
 
+    // Before anything is written: the key must not exist yet. etcd deletes the keys on a lease when the
+    // lease ends (it runs out, or Ctrl-C revokes it), so putting someone's existing key on our lease
+    // would take it over, and then delete it. Refuse before granting anything, and say what to do.
+    let existing = client
+        .get(key.as_str(), None)
+        .await
+        .with_context(|| format!("check that {key} does not exist yet"))?;
+    if !existing.kvs().is_empty() {
+        bail!("{}", taken(key));
+    }
+
     // 1. Grant a lease, as in the article. Nothing is deleted yet: a lease is only a countdown kept by
     //    the server. Use the TTL in the reply, not the one asked for: etcd raises a very short TTL to its
     //    minimum (about 1.5 election timeouts, 2 s with default settings), because a shorter lease could
@@ -91,14 +107,28 @@ async fn run(args: cli::Args) -> Result<()> {
     // 2. PUT the key attached to the lease. From now on it lives exactly as long as the lease; any number
     //    of keys can share one lease and go together. (The article writes "/name"; our default key is
     //    `name`, the key `cargo run -p watch` watches, so a watch in another terminal sees this write.)
-    let put = client
-        .put(
+    //    The article's plain PUT would take over a key that another client created since the check
+    //    above, so this is put-if-absent: one transaction that writes only if the key's create revision
+    //    is 0, which means it does not exist (Redis `SET key value NX EX ttl`). If it writes nothing, the
+    //    lease holds nothing of ours: revoke it rather than leave it ticking.
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
             key.as_str(),
             value.as_str(),
             Some(PutOptions::new().with_lease(lease_id)),
-        )
-        .await
-        .with_context(|| format!("put {key} on lease {id}"))?;
+        )]);
+    let put = match client.txn(txn).await {
+        Ok(put) if put.succeeded() => put,
+        not_put => {
+            let revoked = tokio::time::timeout(dial_timeout, client.lease_revoke(lease_id)).await;
+            log::debug!("revoking lease {id}, as nothing was put on it: {revoked:?}");
+            return Err(match not_put {
+                Ok(_) => anyhow!("{}", taken(key)),
+                Err(e) => anyhow!(e).context(format!("put {key} on lease {id}")),
+            });
+        }
+    };
     let revision = put.header().map_or(0, |h| h.revision());
     println!(
         "2. put {key} = {value} on lease {id} (revision {revision}); etcd deletes it when the lease ends"
@@ -349,6 +379,14 @@ async fn revoke(client: &mut Client, args: &cli::Args, lease: &Lease) -> Result<
             format!("revoked lease {id}, so etcd deleted {key} if it was still on it")
         }
     })
+}
+
+/// Why this program refuses a key that exists, and what to do: one line.
+fn taken(key: &str) -> String {
+    format!(
+        "{key} already exists and this program did not create it: on a lease, etcd would delete it when \
+         the lease ends; choose another key with --key, or remove it first with `etcdctl del {key}`"
+    )
 }
 
 /// How often step 4 prints the remaining TTL: a quarter of the TTL, between 1 and 5 seconds, so a short

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use test_etcd::{
     assert_clean_failure, assert_fails_fast_on_dead_endpoint, assert_refused, eventually,
-    get_value, lease_exists, lease_of, Bin, Signal, TestEtcd,
+    get_value, lease_exists, lease_ids, lease_of, put, Bin, Signal, TestEtcd,
 };
 
 const LEASE: &str = env!("CARGO_BIN_EXE_lease");
@@ -276,6 +276,33 @@ async fn bad_input_is_refused_without_granting_anything() {
     let leases = client.leases().await.expect("listing leases works");
     assert!(leases.leases().is_empty(), "no lease was granted");
     assert_eq!(get_value(&mut client, "name").await, None);
+}
+
+#[tokio::test]
+async fn a_key_that_exists_is_refused_before_anything_is_written_and_stays_as_it_was() {
+    // Issue 15: `etcdctl put name mine`, then `cargo run -p lease -- --ttl 3` put `name` on its lease,
+    // and etcd deleted the user's key when the lease ran out.
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let written = put(&mut client, "name", "mine").await;
+    let out = assert_refused(
+        LEASE,
+        &etcd.endpoint(),
+        &["--ttl", "3"],
+        "name already exists",
+    )
+    .await;
+    assert!(
+        out.stderr.contains("--key") && out.stderr.contains("`etcdctl del name`"),
+        "says what to do: {out:#?}"
+    );
+    assert!(!out.stdout.contains("granted"), "nothing granted: {out:#?}");
+    // Read back: the same value, never written again, on no lease; and no lease was granted.
+    let now = client.get("name", None).await.expect("a get works");
+    let kv = &now.kvs()[0];
+    let seen = (kv.value(), kv.mod_revision(), kv.lease());
+    assert_eq!(seen, (&b"mine"[..], written, 0), "{out:#?}");
+    assert!(lease_ids(&mut client).await.is_empty(), "{out:#?}");
 }
 
 #[tokio::test]
