@@ -4,26 +4,70 @@
 //! so `bench put --clients 64 --conns 1 --total 10000` and `benchmark put --clients 64 --conns 1
 //! --total 10000` ask for the same work.
 
-use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use clap::{Args as ClapArgs, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use etcd_connect::{ConnectArgs, KeyParser};
 
 #[derive(Debug, Parser)]
 #[command(
-    about = "Drive etcd hard from one process: sequential, multiplexed, several connections, batched",
-    // `bench --endpoints x put` would leave it unclear which --endpoints counts: flags go after the
-    // subcommand (`bench put --endpoints x`), or without one for the default run.
-    args_conflicts_with_subcommands = true
+    about = "Drive etcd hard from one process: sequential, multiplexed, several connections, batched"
 )]
 pub struct Args {
+    /// The flags every subcommand shares. They go before the subcommand, as etcd's Go tool has them
+    /// (`bench --endpoints E --clients 64 put ...`), or after it (`bench put --clients 64 --endpoints E
+    /// ...`): see [`Args::parse_anywhere`]. Without a subcommand, only the connection flags and --prefix
+    /// apply.
     #[command(flatten)]
-    pub connect: ConnectArgs,
-
-    /// Prefix every key is written under. It must hold no keys yet: the run deletes it at the end.
-    #[arg(long, default_value = "/bench/", value_parser = KeyParser)]
-    pub prefix: String,
+    pub load: Load,
 
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Args {
+    /// Like clap's `parse()`, with the shared flags (those of [`Load`]: the connection flags, --clients,
+    /// --conns, --prefix, --runtime) accepted before or after the subcommand. Exits with clap's error
+    /// (code 2) on a command line it refuses.
+    pub fn parse_anywhere() -> Args {
+        Args::try_parse_anywhere(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Args::parse_anywhere`] on given arguments, returning clap's error.
+    pub fn try_parse_anywhere<I, T>(args: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut command = Args::command_anywhere();
+        let matches = command.try_get_matches_from_mut(args)?;
+        if matches.subcommand().is_none() {
+            // The default run chooses its own clients, connections and runtime (see main.rs).
+            for id in ["clients", "conns", "runtime"] {
+                if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                    return Err(command.error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "--{id} is for a subcommand (put, range, txn-put, lease-keepalive, \
+                             watch-latency); the default run chooses its own"
+                        ),
+                    ));
+                }
+            }
+        }
+        Args::from_arg_matches(&matches)
+    }
+
+    /// The command with every flag of [`Load`] marked global, so that clap accepts it on either side of
+    /// the subcommand. Each subcommand has the same flags (it flattens `Load` too), and clap gives a
+    /// global flag's value to the subcommand's flag of the same name, whichever side it was written on.
+    fn command_anywhere() -> clap::Command {
+        let shared = Load::augment_args(clap::Command::new("load"));
+        shared
+            .get_arguments()
+            .map(|arg| arg.get_id().clone())
+            .fold(Args::command(), |command, id| {
+                command.mut_arg(id, |a| a.global(true))
+            })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +190,12 @@ pub struct TxnPutArgs {
     #[arg(long, default_value = "8", allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
     pub val_size: u32,
+
+    /// The largest request the etcd accepts, in bytes: its own --max-request-bytes, 1.5 MiB unless it was
+    /// started with another. A transaction over it is refused before anything is sent.
+    #[arg(long, value_name = "BYTES", default_value = "1572864", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u64).range(1..=2_147_483_647))]
+    pub max_request_bytes: u64,
 }
 
 #[derive(Debug, ClapArgs)]

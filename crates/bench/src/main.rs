@@ -40,7 +40,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bench::Summary;
-use clap::Parser;
 use etcd_client::{Client, DeleteOptions, GetOptions, Txn, TxnOp};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinSet;
@@ -59,7 +58,7 @@ use cli::{Command, Load, Runtime};
 // built by hand, not with `#[tokio::main]`, only so that the flag can choose it.
 fn main() -> ExitCode {
     etcd_connect::init();
-    let args = cli::Args::parse();
+    let args = cli::Args::parse_anywhere();
     let flavor = match &args.command {
         None => Runtime::Current,
         Some(Command::Put(a)) => a.load.runtime,
@@ -87,7 +86,7 @@ async fn run(args: cli::Args) -> Result<()> {
     // Signals first, so a Ctrl-C during setup is remembered and the run still cleans up.
     let mut shutdown = etcd_connect::Shutdown::listen()?;
     match args.command {
-        None => four_ways(args.connect, args.prefix, &mut shutdown).await,
+        None => four_ways(args.load.connect, args.load.prefix, &mut shutdown).await,
         Some(Command::Put(a)) => put(a, &mut shutdown).await,
         Some(Command::Range(a)) => range(a, &mut shutdown).await,
         Some(Command::TxnPut(a)) => txn_put(a, &mut shutdown).await,
@@ -268,6 +267,21 @@ async fn txn_put(a: cli::TxnPutArgs, shutdown: &mut etcd_connect::Shutdown) -> R
     let load = &a.load;
     // Keys 0..total: a transaction may not write one key twice, so every key is distinct.
     let keys = Keys::new(&load.prefix, a.key_size, a.total, true)?;
+    // etcd refuses a request over its --max-request-bytes (in gRPC's words, "received message larger than
+    // max"), whatever --max-txn-ops allows: check the largest transaction before connecting.
+    let ops = u64::from(a.txn_ops).min(a.total);
+    let key_bytes = (load.prefix.len() + a.key_size as usize) as u64;
+    let bytes = txn_request_bytes(ops, key_bytes, u64::from(a.val_size));
+    if bytes > a.max_request_bytes {
+        bail!(
+            "one transaction of {ops} puts of {key_bytes}-byte keys and {}-byte values is {bytes} bytes, \
+             over the {} bytes etcd accepts in one request (its --max-request-bytes, 1.5 MiB by default): \
+             lower --txn-ops or --val-size (or, for an etcd started with a higher limit, pass that as \
+             --max-request-bytes)",
+            a.val_size,
+            a.max_request_bytes
+        );
+    }
     let Some(conns) = setup(load, shutdown).await? else {
         return Ok(());
     };
@@ -279,6 +293,20 @@ async fn txn_put(a: cli::TxnPutArgs, shutdown: &mut etcd_connect::Shutdown) -> R
     let value = vec![b'v'; a.val_size as usize];
     let work = drive_txns(&conns, load.clients, a.total, a.txn_ops, &keys, &value);
     finish(load, &conns, work, shutdown, "transactions").await
+}
+
+/// The encoded size of a transaction of `ops` PUTs with `key`-byte keys and `value`-byte values: what etcd
+/// measures against --max-request-bytes. In protobuf, a `bytes` or message field costs a one-byte tag, its
+/// length as a varint, then its content; each PUT is a `PutRequest` (key, value) inside a `RequestOp`
+/// inside the `TxnRequest`'s `success` list, and an empty value is left out.
+fn txn_request_bytes(ops: u64, key: u64, value: u64) -> u64 {
+    fn field(len: u64) -> u64 {
+        // A varint holds 7 bits per byte.
+        let bits = 64 - u64::from((len | 1).leading_zeros());
+        1 + bits.div_ceil(7) + len
+    }
+    let put = field(key) + if value > 0 { field(value) } else { 0 };
+    ops * field(field(put))
 }
 
 /// TTL of the leases `lease-keepalive` renews: long enough never to expire during a run.

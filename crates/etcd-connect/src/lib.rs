@@ -460,6 +460,18 @@ pub fn explain(e: &etcd_client::Error) -> String {
         };
     };
     let message = status.message();
+    // A request over etcd's gRPC limit (--max-request-bytes plus 0.5 MiB) is refused before etcd reads it,
+    // in gRPC's words: "grpc: received message larger than max (10260000 vs. 2097152)".
+    if let Some(sizes) = message.strip_prefix("grpc: received message larger than max (") {
+        let sizes = match sizes.trim_end_matches(')').split_once(" vs. ") {
+            Some((size, limit)) => format!("{size} bytes, over etcd's limit of {limit}"),
+            None => format!("({sizes}"),
+        };
+        return format!(
+            "the request is too large ({sizes}): etcd refuses requests over --max-request-bytes (1.5 MiB \
+             by default, plus 0.5 MiB for gRPC): send less in one request"
+        );
+    }
     let reason = message.trim_start_matches("etcdserver: ");
     // gRPC status codes by number (tonic is not a direct dependency here): see grpc's status codes.
     const DEADLINE_EXCEEDED: i32 = 4;

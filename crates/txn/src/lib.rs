@@ -20,17 +20,19 @@ use etcd_client::{
     Client, Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use log::debug;
+use tokio::time::Instant;
 
-/// First pause before retrying a compare-and-swap that lost a race; it doubles after each lost race up
-/// to [`MAX_PAUSE`], so writers that keep colliding spread out instead of colliding again at once.
+/// The pause after the first lost race is up to this long; each further lost race doubles the limit,
+/// up to [`MAX_PAUSE`]. The pause itself is a random time from 0 to the limit ("full jitter"), so that
+/// writers that collided spread out instead of colliding again at once.
 pub const FIRST_PAUSE: Duration = Duration::from_millis(2);
 
-/// Longest pause between two attempts of a compare-and-swap.
-pub const MAX_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two attempts of a compare-and-swap.
+pub const MAX_PAUSE: Duration = Duration::from_millis(500);
 
-/// How many times [`compare_and_swap`] and [`transfer`] try before giving up. A key that changes under
-/// every one of this many attempts is too hot for optimistic writes: serialize its writers with a lock.
-pub const MAX_ATTEMPTS: u32 = 100;
+/// How long [`compare_and_swap`] and [`transfer`] keep retrying before giving up. A key that changes
+/// under every attempt for this long is too hot for optimistic writes: serialize its writers with a lock.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
 /// What [`put_if_absent`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,9 +117,11 @@ pub struct Swapped {
 ///
 /// It reads the value and its mod revision (the revision of the key's last write, 0 if absent), computes
 /// the new value, then writes it in a transaction *only if* the mod revision is still the one read. If
-/// another client wrote in between, the transaction's else branch returns the key as it is now, and it
-/// tries again from there (calling `f` again) after a short pause that grows with each lost race. The
-/// key's lease, if it has one, is kept.
+/// another client wrote in between, nothing is written: it pauses (a random time whose limit doubles
+/// with each lost race), then reads the key again and tries again from there, calling `f` again. The
+/// read comes *after* the pause, so that the write follows it at once: a value read before a pause is
+/// likely stale by the time the pause ends, and the write would lose again. The key's lease, if it has
+/// one, is kept. After [`GIVE_UP_AFTER`] of lost races it gives up with an error.
 ///
 /// A failed call (etcd unreachable, the connection lost mid-request) is returned, not retried: the write
 /// may have happened anyway, and trying again would apply `f` twice.
@@ -126,13 +130,13 @@ where
     F: FnMut(Option<&[u8]>) -> Result<V>,
     V: Into<Vec<u8>>,
 {
-    let got = client
-        .get(key, None)
-        .await
-        .with_context(|| format!("read {key}"))?;
-    let mut current = got.kvs().first().cloned();
-    let mut pause = FIRST_PAUSE;
-    for attempt in 1..=MAX_ATTEMPTS {
+    let mut backoff = Backoff::new();
+    loop {
+        let got = client
+            .get(key, None)
+            .await
+            .with_context(|| format!("read {key}"))?;
+        let current = got.kvs().first().cloned();
         let seen = current.as_ref().map_or(0, KeyValue::mod_revision);
         let value: Vec<u8> = f(current.as_ref().map(KeyValue::value))
             .with_context(|| format!("compute the new value of {key}"))?
@@ -144,32 +148,24 @@ where
                 key,
                 value.clone(),
                 Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(key, None)]);
+            )]);
         let resp = client
             .txn(txn)
             .await
             .with_context(|| format!("write {key} if unchanged since revision {seen}"))?;
         if resp.succeeded() {
             return Ok(Swapped {
-                attempts: attempt,
+                attempts: backoff.attempts(),
                 previous: current.map(|kv| kv.value().to_vec()),
                 value,
                 revision: revision_of(&resp),
             });
         }
-        // Lost the race: the else branch read the key as it is now (`None` if it was deleted).
-        current = kv_of(&resp, 0);
-        let wait = jittered(pause);
-        debug!(
-            "{key} changed since revision {seen} (now {}); attempt {} in {wait:?}",
-            current.as_ref().map_or(0, KeyValue::mod_revision),
-            attempt + 1
-        );
-        tokio::time::sleep(wait).await;
-        pause = (pause * 2).min(MAX_PAUSE);
+        // Lost the race: another client wrote the key since our read.
+        backoff
+            .pause(key, &format!("changed since revision {seen}"))
+            .await?;
     }
-    Err(too_hot(key))
 }
 
 /// What [`transfer`] did.
@@ -198,25 +194,24 @@ impl Transfer {
 /// not do: between them, the money would be in both accounts, or in neither.
 ///
 /// It reads both balances in one read-only transaction (so both are from the same revision), then writes
-/// both new balances in one transaction guarded by *both* keys' mod revisions. If either changed, the
-/// else branch reads both again and it retries, with growing pauses, deciding again whether the source
-/// has enough. Like [`compare_and_swap`], a failed call is returned, not retried.
+/// both new balances in one transaction guarded by *both* keys' mod revisions. If either changed, it
+/// pauses like [`compare_and_swap`], reads both again and decides again whether the source has enough.
+/// Like [`compare_and_swap`], a failed call is returned, not retried.
 pub async fn transfer(client: &mut Client, from: &str, to: &str, amount: u64) -> Result<Transfer> {
     if from == to {
         bail!("a transfer needs two different accounts, got {from} twice");
     }
-    let read_both = || [TxnOp::get(from, None), TxnOp::get(to, None)];
-    // A transaction without compares always runs its `and_then` list: here, two reads at one revision.
-    let resp = client
-        .txn(Txn::new().and_then(read_both()))
-        .await
-        .with_context(|| format!("read {from} and {to}"))?;
-    let (mut source, mut target) = (balance(&resp, 0, from)?, balance(&resp, 1, to)?);
-    let mut pause = FIRST_PAUSE;
-    for attempt in 1..=MAX_ATTEMPTS {
+    let mut backoff = Backoff::new();
+    loop {
+        // A transaction without compares always runs its `and_then` list: here, two reads at one revision.
+        let resp = client
+            .txn(Txn::new().and_then([TxnOp::get(from, None), TxnOp::get(to, None)]))
+            .await
+            .with_context(|| format!("read {from} and {to}"))?;
+        let (source, target) = (balance(&resp, 0, from)?, balance(&resp, 1, to)?);
         if source.amount < amount {
             return Ok(Transfer::Insufficient {
-                attempts: attempt,
+                attempts: backoff.attempts(),
                 balance: source.amount,
             });
         }
@@ -232,29 +227,22 @@ pub async fn transfer(client: &mut Client, from: &str, to: &str, amount: u64) ->
             .and_then([
                 TxnOp::put(from, (source.amount - amount).to_string(), None),
                 TxnOp::put(to, credited.to_string(), None),
-            ])
-            .or_else(read_both());
+            ]);
         let resp = client
             .txn(txn)
             .await
             .with_context(|| format!("move {amount} from {from} to {to}"))?;
         if resp.succeeded() {
             return Ok(Transfer::Moved {
-                attempts: attempt,
+                attempts: backoff.attempts(),
                 revision: revision_of(&resp),
             });
         }
-        // Lost the race: someone wrote one of the two since our read. Start again from what is there now.
-        (source, target) = (balance(&resp, 0, from)?, balance(&resp, 1, to)?);
-        let wait = jittered(pause);
-        debug!(
-            "{from} -> {to}: changed since our read; attempt {} in {wait:?}",
-            attempt + 1
-        );
-        tokio::time::sleep(wait).await;
-        pause = (pause * 2).min(MAX_PAUSE);
+        // Lost the race: someone wrote one of the two since our read.
+        backoff
+            .pause(&format!("{from} or {to}"), "changed since our read")
+            .await?;
     }
-    Err(too_hot(&format!("{from} or {to}")))
 }
 
 /// A balance as read, with the mod revision a write must find unchanged.
@@ -289,17 +277,56 @@ fn revision_of(resp: &TxnResponse) -> i64 {
     resp.header().map_or(0, |h| h.revision())
 }
 
-fn too_hot(what: &str) -> anyhow::Error {
-    anyhow!(
-        "{what} changed under each of {MAX_ATTEMPTS} attempts: too many writers for optimistic \
-         compare-and-swap; serialize them with a lock"
-    )
+/// The pauses between the attempts of one [`compare_and_swap`] or [`transfer`].
+///
+/// After the n-th lost race it waits a random time from 0 to `FIRST_PAUSE * 2^n` (at most
+/// [`MAX_PAUSE`]): "exponential backoff with full jitter". The limit grows with the conflicts this call
+/// has seen, so the more writers collide, the further apart their retries spread; and the randomness
+/// keeps writers that collided from retrying at the same moment. There is no fixed number of attempts:
+/// with many writers on one key, each attempt has a small chance, and a few hundred lost races are
+/// normal. Only a deadline, [`GIVE_UP_AFTER`] from the first attempt, ends the retries.
+struct Backoff {
+    lost: u32,
+    give_up_at: Instant,
 }
 
-/// `pause` shortened by a random part of up to half, so that writers that collided do not all retry at
-/// the same moment and collide again. The randomness is a xorshift generator seeded from the clock: enough
-/// to spread retries, without a dependency on `rand`.
-fn jittered(pause: Duration) -> Duration {
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            lost: 0,
+            give_up_at: Instant::now() + GIVE_UP_AFTER,
+        }
+    }
+
+    /// The attempts made so far, counting the one in progress.
+    fn attempts(&self) -> u32 {
+        self.lost + 1
+    }
+
+    /// Waits after a lost race on `what`, or fails once the deadline has passed.
+    async fn pause(&mut self, what: &str, why: &str) -> Result<()> {
+        self.lost += 1;
+        let left = self.give_up_at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!(
+                "{what} changed under each of {} attempts in {GIVE_UP_AFTER:?}: too many writers for \
+                 optimistic compare-and-swap; serialize them with a lock",
+                self.lost
+            );
+        }
+        let limit = FIRST_PAUSE
+            .saturating_mul(1 << self.lost.min(16))
+            .min(MAX_PAUSE);
+        let wait = up_to(limit).min(left);
+        debug!("{what} {why}; attempt {} in {wait:?}", self.attempts());
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+}
+
+/// A random duration from 0 to `limit`. The randomness is a xorshift generator seeded from the clock:
+/// enough to spread retries, without a dependency on `rand`.
+fn up_to(limit: Duration) -> Duration {
     static STATE: AtomicU64 = AtomicU64::new(0);
     let mut x = STATE.load(Ordering::Relaxed);
     if x == 0 {
@@ -312,8 +339,7 @@ fn jittered(pause: Duration) -> Duration {
     x ^= x >> 7;
     x ^= x << 17;
     STATE.store(x, Ordering::Relaxed);
-    let half = pause / 2;
-    half + half.mul_f64((x % 1024) as f64 / 1024.0)
+    limit.mul_f64((x % 1025) as f64 / 1024.0)
 }
 
 #[cfg(test)]
@@ -321,13 +347,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jittered_pauses_stay_between_half_and_the_whole() {
-        for _ in 0..1000 {
-            let p = jittered(Duration::from_millis(100));
-            assert!(
-                p >= Duration::from_millis(50) && p <= Duration::from_millis(100),
-                "{p:?}"
-            );
-        }
+    fn pauses_stay_between_zero_and_the_limit_and_spread_out() {
+        let limit = Duration::from_millis(100);
+        let pauses: Vec<Duration> = (0..1000).map(|_| up_to(limit)).collect();
+        assert!(pauses.iter().all(|p| *p <= limit), "{pauses:?}");
+        assert!(pauses.iter().any(|p| *p < limit / 10), "{pauses:?}");
+        assert!(pauses.iter().any(|p| *p > limit * 9 / 10), "{pauses:?}");
     }
 }

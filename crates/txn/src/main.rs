@@ -227,23 +227,24 @@ async fn steps(
     // 2. Compare-and-swap: add 1 to a counter without losing anyone else's update. Read the value and its
     //    mod revision (the revision of the key's last write, 0 for a key that does not exist), compute the
     //    new value, and write it in a transaction *only if* the mod revision is still the one read. If
-    //    another client wrote in between, the compare fails, nothing is written, and the else branch reads
-    //    the key as it is now: compute again from that, after a short pause, and try again.
+    //    another client wrote in between, the compare fails and nothing is written: pause, read again,
+    //    compute again from what is there now, and try again.
     let counter = format!("{prefix}counter");
     println!(
         "2. compare-and-swap: add 1 to {counter}, writing only if its mod revision is still the one read"
     );
-    let got = client
-        .get(counter.as_str(), None)
-        .await
-        .with_context(|| format!("read {counter}"))?;
-    let mut current = got.kvs().first().cloned();
     let mut pause = txn::FIRST_PAUSE;
+    let started = Instant::now();
     let mut waited = None;
     let mut attempt = 1;
     loop {
-        let seen = current.as_ref().map_or(0, KeyValue::mod_revision);
-        let (shown, old) = match &current {
+        let got = client
+            .get(counter.as_str(), None)
+            .await
+            .with_context(|| format!("read {counter}"))?;
+        let current = got.kvs().first();
+        let seen = current.map_or(0, KeyValue::mod_revision);
+        let (shown, old) = match current {
             None => ("(absent, counts as 0)".to_string(), 0),
             Some(kv) => {
                 let text = String::from_utf8_lossy(kv.value()).into_owned();
@@ -257,10 +258,8 @@ async fn steps(
         let after = waited.map_or(String::new(), |p: Duration| {
             format!(" (after a {p:?} pause)")
         });
-        // The first attempt starts from our read, the later ones from what the else branch read.
-        let from = if attempt == 1 { "read" } else { "from" };
         println!(
-            "   attempt {attempt}{after}: {from} {shown} at mod revision {seen}, so write {new}"
+            "   attempt {attempt}{after}: read {shown} at mod revision {seen}, so write {new}"
         );
         if attempt == 1 {
             //    Play another client, to make the race happen every time: it writes the key between our
@@ -282,8 +281,7 @@ async fn steps(
                         CompareOp::Equal,
                         seen,
                     )])
-                    .and_then([TxnOp::put(counter.as_str(), new.to_string(), None)])
-                    .or_else([TxnOp::get(counter.as_str(), None)]),
+                    .and_then([TxnOp::put(counter.as_str(), new.to_string(), None)]),
             )
             .await
             .with_context(|| format!("write {counter} if unchanged since revision {seen}"))?;
@@ -294,20 +292,23 @@ async fn steps(
             );
             break;
         }
-        current = kv_of(&resp, 0);
         println!(
-            "   attempt {attempt}: refused, {counter} changed since the read; the else branch read it: {} at \
-             mod revision {}",
-            current.as_ref().map_or("(absent)".into(), |kv| {
-                String::from_utf8_lossy(kv.value()).into_owned()
-            }),
-            current.as_ref().map_or(0, KeyValue::mod_revision)
+            "   attempt {attempt}: refused, {counter} changed since the read (its mod revision is no longer \
+             {seen}); nothing written"
         );
-        if attempt == txn::MAX_ATTEMPTS {
-            bail!("{counter} changed under each of {attempt} attempts: too many writers for compare-and-swap");
+        if started.elapsed() >= txn::GIVE_UP_AFTER {
+            bail!(
+                "{counter} changed under each of {attempt} attempts in {:?}: too many writers for \
+                 compare-and-swap",
+                txn::GIVE_UP_AFTER
+            );
         }
         //    Pause before the next attempt, longer after each lost race (capped), so that writers that keep
-        //    colliding spread out. (`txn::compare_and_swap` also adds a random part, for many writers.)
+        //    colliding spread out; `txn::compare_and_swap` waits a random time up to this limit, so that
+        //    they also spread apart from each other. Then read again: pause first, read, and write at once.
+        //    Retrying from a value read before the pause (say, by an else branch of the refused
+        //    transaction) would write from a value as old as the pause, which under many writers has
+        //    almost always changed again: the retries would lose over and over.
         tokio::time::sleep(pause).await;
         waited = Some(pause);
         pause = (pause * 2).min(txn::MAX_PAUSE);
@@ -375,10 +376,10 @@ async fn steps(
     //    transaction, then sends
     //        client.txn(Txn::new()
     //            .when([mod_revision(from) == as read, mod_revision(to) == as read])
-    //            .and_then([put(from, balance - amount), put(to, balance + amount)])
-    //            .or_else([get(from), get(to)]))
-    //    and, when another worker got there first, starts again from what the else branch read. It moves
-    //    nothing if the source holds less than the amount.
+    //            .and_then([put(from, balance - amount), put(to, balance + amount)]))
+    //    and, when another worker got there first, pauses (a random time whose limit doubles with each
+    //    lost race), then reads both again and tries again. It moves nothing if the source holds less
+    //    than the amount.
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
     let mut running = JoinSet::new();

@@ -95,6 +95,24 @@ async fn fewer_accounts_and_more_workers_still_keep_the_total() {
     assert!(keys_under(&mut client, "").await.is_empty(), "{out:#?}");
 }
 
+/// The most workers `--workers` accepts, on the fewest accounts `--accounts` accepts: every transfer
+/// collides with every other. Issue 15: each retry wrote from a value read before its pause, so the
+/// longer the pauses grew the surer it was to lose again, and a transfer gave up after 100 lost races;
+/// this run (and the README's `--workers 32 --accounts 2`) failed with "too many writers" every time.
+#[tokio::test]
+async fn the_most_workers_on_the_fewest_accounts_finish_and_keep_the_total() {
+    let etcd = TestEtcd::start().await;
+    let args = ["--workers", "100", "--accounts", "2", "--transfers", "30"];
+    // About 10 s on an idle 2-core machine in a debug build; the limit leaves room for a loaded one.
+    let out = Bin::run(TXN, &etcd.endpoint(), &args, Duration::from_secs(240)).await;
+    assert!(out.status.success(), "{out:#?}");
+    assert!(out.stdout.contains("   3000 transfers in "), "{out:#?}");
+    assert!(out.stdout.contains(" conflicts retried\n"), "{out:#?}");
+    assert!(out.stdout.contains("   total: 200, as before"), "{out:#?}");
+    let mut client = etcd.client().await;
+    assert!(keys_under(&mut client, "").await.is_empty(), "{out:#?}");
+}
+
 #[tokio::test]
 async fn sigint_and_sigterm_during_the_transfers_keep_the_total_and_delete_what_the_run_created() {
     let etcd = TestEtcd::start().await;
