@@ -486,6 +486,18 @@ pub struct OpenWatch {
 /// A watch that stayed open this long counts as one that worked, even if nothing changed meanwhile.
 const STABLE: Duration = Duration::from_secs(10);
 
+/// The largest reply the watcher accepts from etcd, in bytes: 64 MiB, where etcd-client's default is 4 MiB.
+/// Both its calls use it: the GET of every instance, and the watch, whose replay of the changes made while
+/// it was away (a restart, a slow reconnect) comes in one response of up to 1,000 revisions. Sixty
+/// instances with 100 kB values already make 6 MB, and a reply over the limit fails to decode on every
+/// try. So do not call `client.get` or `client.watch` for them: they keep the 4 MiB default. Call
+/// `client.kv_client().max_decoding_message_size(MAX_RESPONSE)` and
+/// `client.watch_client().max_decoding_message_size(MAX_RESPONSE)`, as [`InstanceWatch`] does.
+///
+/// This is the watch topic's `MAX_RESPONSE` (crates/watch/src/lib.rs, which explains the number), repeated
+/// here so that this file can be copied alone; `tests/steps.rs` checks that the two stay the same.
+pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
 impl InstanceWatch {
     /// Follows the keys under `prefix`, for instance `/services/api/`. End it with `/`: without it,
     /// `/services/api` would also cover the service `/services/api2`.
@@ -710,10 +722,11 @@ impl InstanceWatch {
 
     /// One attempt: (the GET, then) the watch and etcd's confirmation.
     async fn try_open(&mut self, client: &Client, read_first: bool) -> Result<OpenWatch> {
-        let mut client = client.clone();
         let prefix = self.prefix.clone();
         if read_first {
             let got = client
+                .kv_client()
+                .max_decoding_message_size(MAX_RESPONSE)
                 .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
                 .await
                 .with_context(|| format!("read the instances under {prefix}"))?;
@@ -724,6 +737,8 @@ impl InstanceWatch {
             .expect("the set was read before, so the next revision is known");
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut stream = client
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE)
             .watch(prefix.as_str(), Some(options))
             .await
             .with_context(|| format!("watch {prefix}"))?;

@@ -457,3 +457,65 @@ async fn ctrl_c_while_connecting_stops_at_once() {
     let mut client = etcd.client().await;
     assert!(keys_under(&mut client, "/services/").await.is_empty());
 }
+
+/// Puts 60 instances with 100 kB values under /services/api/ (`i00` to `i59`): 6 MB in all, more than
+/// etcd-client's default 4 MiB reply limit, each put well under etcd's 1.5 MiB request limit.
+async fn put_six_megabytes(etcd: &TestEtcd) {
+    let mut client = etcd.client().await;
+    let value = "x".repeat(100_000);
+    for i in 0..60 {
+        put(&mut client, &format!("/services/api/i{i:02}"), &value).await;
+    }
+}
+
+/// Asserts that a watcher's line lists all 60 instances of [`put_six_megabytes`].
+fn lists_all_sixty(line: &str) {
+    let ids = (0..60)
+        .filter(|i| line.contains(&format!("i{i:02}=x")))
+        .count();
+    assert_eq!(ids, 60, "the line lists all 60 instances");
+}
+
+#[tokio::test]
+async fn the_watcher_reads_more_than_4_mib_of_instances() {
+    let etcd = TestEtcd::start().await;
+    put_six_megabytes(&etcd).await;
+
+    // The first GET's reply is 6 MB: with etcd-client's default limit it fails to decode, every time.
+    let mut watch = Bin::spawn(DISCOVERY, &etcd.endpoint(), &["watch", "--service", "api"]);
+    watch
+        .line_containing("1. read /services/api/ at revision", LIMIT)
+        .await;
+    lists_all_sixty(&watch.line_containing("instances of api: [", LIMIT).await);
+    watch
+        .line_containing("2. watching /services/api/", LIMIT)
+        .await;
+    watch.signal(Signal::SIGINT);
+    let out = watch.finish(LIMIT).await;
+    assert!(out.status.success(), "exit 0: {}", out.stderr);
+}
+
+#[tokio::test]
+async fn the_watcher_resumes_with_a_replay_of_more_than_4_mib() {
+    let mut etcd = TestEtcd::start().await;
+    let mut watch = watcher(&etcd, &["--dial-timeout", "2"]).await;
+
+    // The watcher is frozen (SIGSTOP) while etcd restarts and 6 MB of instances are written, so when it
+    // wakes its stream is broken and it resumes from the revision it had reached: etcd replays the 60
+    // puts in one response, over etcd-client's default 4 MiB.
+    watch.signal(Signal::SIGSTOP);
+    etcd.restart().await;
+    put_six_megabytes(&etcd).await;
+    watch.signal(Signal::SIGCONT);
+
+    watch
+        .line_containing("lost the connection to etcd", LIMIT)
+        .await;
+    watch
+        .line_containing("reconnected: resumed from revision", LIMIT)
+        .await;
+    lists_all_sixty(&watch.line_containing("instances of api: [", LIMIT).await);
+    watch.signal(Signal::SIGINT);
+    let out = watch.finish(LIMIT).await;
+    assert!(out.status.success(), "exit 0: {}", out.stderr);
+}

@@ -474,10 +474,18 @@ pub fn explain(e: &etcd_client::Error) -> String {
          and store a reference in etcd"
             .to_string()
     } else if message.contains("message length too large") {
-        "the reply is over the client's 4 MiB message limit: read fewer keys at a time \
-         (`with_limit`, or the `kv` topic's `get_prefix_in_pages`), or raise the limit with \
-         `client.kv_client().max_decoding_message_size(..)`"
-            .to_string()
+        // etcd-client's default limit is 4 MiB; the watch and discovery topics raise it to 64 MiB.
+        let limit = if message.contains("limit is: 4194304 bytes") {
+            "the client's 4 MiB message limit"
+        } else {
+            "the client's message limit"
+        };
+        format!(
+            "the reply is over {limit}: for a read, read fewer keys at a time (`with_limit`, or the \
+             `kv` topic's `get_prefix_in_pages`) or raise the limit with \
+             `client.kv_client().max_decoding_message_size(..)`; for a watch, watch from a later revision \
+             or raise the limit with `client.watch_client().max_decoding_message_size(..)`"
+        )
     } else if message.contains("required revision has been compacted") {
         "etcd no longer keeps that revision; read the current state and continue from there"
             .to_string()
