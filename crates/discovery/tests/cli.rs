@@ -45,6 +45,22 @@ async fn watcher(etcd: &TestEtcd, extra: &[&str]) -> Bin {
     bin
 }
 
+/// Waits until a watcher whose etcd was killed says so and resumes. A killed etcd answers nothing: the
+/// line says the connection broke, never "etcd answered".
+async fn reconnects(watch: &mut Bin) {
+    let lost = watch
+        .line_containing("lost the connection to etcd", LIMIT)
+        .await;
+    assert!(
+        lost.starts_with("lost the connection to etcd (the HTTP/2 connection broke: ")
+            && !lost.contains("etcd answered"),
+        "{lost}"
+    );
+    watch
+        .line_containing("reconnected: resumed from revision", LIMIT)
+        .await;
+}
+
 /// The `instances of api: [...]` lines a watcher printed, in order.
 fn states(out: &Output) -> Vec<&str> {
     out.stdout
@@ -253,12 +269,7 @@ async fn the_watcher_survives_an_etcd_restart() {
     etcd.restart().await;
     let mut client = etcd.client().await;
     put(&mut client, "/services/api/b", "127.0.0.1:8002").await;
-    watch
-        .line_containing("lost the connection to etcd", LIMIT)
-        .await;
-    watch
-        .line_containing("reconnected: resumed from revision", LIMIT)
-        .await;
+    reconnects(&mut watch).await;
     watch
         .line_containing(
             "instances of api: [a=127.0.0.1:8001, b=127.0.0.1:8002]",
@@ -508,12 +519,7 @@ async fn the_watcher_resumes_with_a_replay_of_more_than_4_mib() {
     put_six_megabytes(&etcd).await;
     watch.signal(Signal::SIGCONT);
 
-    watch
-        .line_containing("lost the connection to etcd", LIMIT)
-        .await;
-    watch
-        .line_containing("reconnected: resumed from revision", LIMIT)
-        .await;
+    reconnects(&mut watch).await;
     lists_all_sixty(&watch.line_containing("instances of api: [", LIMIT).await);
     watch.signal(Signal::SIGINT);
     let out = watch.finish(LIMIT).await;

@@ -522,8 +522,13 @@ pub fn explain(e: &etcd_client::Error) -> String {
             INVALID_ARGUMENT | FAILED_PRECONDITION | OUT_OF_RANGE => {
                 "etcd refused the request".into()
             }
-            // Not etcd's answer but the transport's: the HTTP/2 connection broke mid-call.
-            _ if message.contains("h2 protocol error") || message.contains("transport error") => {
+            // Not etcd's answer but the transport's: the HTTP/2 connection broke mid-call (a killed etcd
+            // answers nothing). tonic makes such a status from the hyper or h2 error and keeps that error
+            // as its source; a status that etcd sent has none.
+            _ if std::error::Error::source(status).is_some()
+                || message.contains("h2 protocol error")
+                || message.contains("transport error") =>
+            {
                 return format!("the HTTP/2 connection broke: {reason}");
             }
             _ => return format!("etcd answered: {reason}"),
