@@ -112,10 +112,13 @@ impl KeptLease {
         let sent_at = Instant::now();
         self.next_renewal = sent_at + every;
 
-        self.keeper
-            .keep_alive()
-            .await
-            .context("send a keep-alive request")?;
+        // Sending fails only once the stream under it has ended (etcd-client then says "channel closed"):
+        // the connection to etcd broke. That says nothing about the lease, so it is not passed on as
+        // etcd-client's `LeaseKeepAliveError`, whose name reads as if the lease were gone.
+        if let Err(e) = self.keeper.keep_alive().await {
+            debug!("sending a keep-alive request failed: {e}");
+            bail!("the connection to etcd broke, and the keep-alive stream with it");
+        }
         // An answer later than the next renewal is as good as none: treat the stream as broken.
         let answer = tokio::time::timeout(every, self.answers.message())
             .await
@@ -156,8 +159,11 @@ impl KeptLease {
                     self.next_renewal = sent_at + every;
                     return Ok(());
                 }
-                // etcd answered, with TTL 0: `lease_keep_alive` reports that as this error ("lease not found").
-                Ok(Err(etcd_client::Error::LeaseKeepAliveError(why))) => {
+                // etcd answered, with TTL 0: `lease_keep_alive` reports that as this error, "lease not
+                // found" (it uses the same error when it cannot send, which is no news about the lease).
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(why)))
+                    if why == "lease not found" =>
+                {
                     bail!("lease {id:016x} is gone ({why}): {}", self.why_gone())
                 }
                 Ok(Err(e)) => {

@@ -453,8 +453,13 @@ pub fn explain(e: &etcd_client::Error) -> String {
                 "lost the connection to etcd ({}); is it running? {HOW_TO_START_ETCD}",
                 innermost(t)
             ),
-            etcd_client::Error::LeaseKeepAliveError(why) => {
+            // etcd-client uses this error for etcd's TTL 0 answer ("lease not found"), and also when it
+            // cannot send on a keep-alive stream whose connection broke ("channel closed").
+            etcd_client::Error::LeaseKeepAliveError(why) if why == "lease not found" => {
                 format!("the lease is gone: it expired or was revoked ({why})")
+            }
+            etcd_client::Error::LeaseKeepAliveError(why) => {
+                format!("the keep-alive stream is closed ({why}): the connection to etcd broke")
             }
             other => other.to_string(),
         };
