@@ -92,6 +92,16 @@ impl KeptLease {
 
     /// How often it renews: a third of the TTL, so one lost or late renewal still leaves time for another
     /// before the lease runs out. (Go's client renews at TTL/3 too.)
+    ///
+    /// It also sets the longest etcd freeze (SIGSTOP, a stalled disk, a paused VM) the lease is sure to
+    /// survive: two thirds of the TTL, less a second, not any freeze shorter than the TTL. When a freeze
+    /// starts, the last renewal etcd served may be up to this period old, and the lease ends one TTL after
+    /// it. The renewal sent during the freeze waits in the open connection and etcd serves it as soon as
+    /// it runs again, so the freeze must end before that TTL is over, with a second for etcd to wake up
+    /// and serve it. With a TTL of 5 s, a 4 s freeze is ridden out only if it starts less than 1 s after a
+    /// renewal. (If the client's HTTP/2 keep-alive pings give up on the connection during the freeze, the
+    /// renewal waits for a stream re-opened on a new connection: count up to [`MAX_PAUSE`] more.) For
+    /// longer freezes, ask for a longer TTL.
     pub fn renew_every(&self) -> Duration {
         third_of(self.ttl)
     }
@@ -260,8 +270,10 @@ pub enum Registered {
 /// deregisters it, but nothing renews its lease either, and etcd deletes the key when the TTL runs out.
 ///
 /// The lease is renewed every TTL/3 by a background task, with [`KeptLease`], which also rides out a short
-/// etcd outage by re-opening its keep-alive stream for as long as the lease can still be alive. Dropping it
-/// stops the renewals without deleting the key, which then goes when the TTL runs out.
+/// etcd outage by re-opening its keep-alive stream for as long as the lease can still be alive: an etcd
+/// restart, or a freeze of up to two thirds of the TTL less a second ([`KeptLease::renew_every`] says why
+/// not a whole TTL). Dropping it stops the renewals without deleting the key, which then goes when the TTL
+/// runs out.
 pub struct Registration {
     key: String,
     addr: String,

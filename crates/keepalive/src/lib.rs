@@ -72,6 +72,16 @@ impl KeptLease {
 
     /// How often it renews: a third of the TTL, so one lost or late renewal still leaves time for another
     /// before the lease runs out. (Go's client renews at TTL/3 too.)
+    ///
+    /// It also sets the longest etcd freeze (SIGSTOP, a stalled disk, a paused VM) the lease is sure to
+    /// survive: two thirds of the TTL, less a second, not any freeze shorter than the TTL. When a freeze
+    /// starts, the last renewal etcd served may be up to this period old, and the lease ends one TTL after
+    /// it. The renewal sent during the freeze waits in the open connection and etcd serves it as soon as
+    /// it runs again, so the freeze must end before that TTL is over, with a second for etcd to wake up
+    /// and serve it. With a TTL of 5 s, a 4 s freeze is ridden out only if it starts less than 1 s after a
+    /// renewal. (If the client's HTTP/2 keep-alive pings give up on the connection during the freeze, the
+    /// renewal waits for a stream re-opened on a new connection: count up to [`MAX_PAUSE`] more.) For
+    /// longer freezes, ask for a longer TTL.
     pub fn renew_every(&self) -> Duration {
         third_of(self.ttl)
     }
