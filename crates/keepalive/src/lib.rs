@@ -107,7 +107,7 @@ impl KeptLease {
         // etcd-client's `LeaseKeepAliveError`, whose name reads as if the lease were gone.
         if let Err(e) = self.keeper.keep_alive().await {
             debug!("sending a keep-alive request failed: {e}");
-            bail!("the connection to etcd broke, and the keep-alive stream with it");
+            bail!("the connection to etcd broke");
         }
         // An answer later than the next renewal is as good as none: treat the stream as broken.
         let answer = tokio::time::timeout(every, self.answers.message())
