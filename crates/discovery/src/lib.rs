@@ -92,6 +92,16 @@ impl KeptLease {
 
     /// How often it renews: a third of the TTL, so one lost or late renewal still leaves time for another
     /// before the lease runs out. (Go's client renews at TTL/3 too.)
+    ///
+    /// It also sets the longest etcd freeze (SIGSTOP, a stalled disk, a paused VM) the lease is sure to
+    /// survive: two thirds of the TTL, less a second, not any freeze shorter than the TTL. When a freeze
+    /// starts, the last renewal etcd served may be up to this period old, and the lease ends one TTL after
+    /// it. The renewal sent during the freeze waits in the open connection and etcd serves it as soon as
+    /// it runs again, so the freeze must end before that TTL is over, with a second for etcd to wake up
+    /// and serve it. With a TTL of 5 s, a 4 s freeze is ridden out only if it starts less than 1 s after a
+    /// renewal. (If the client's HTTP/2 keep-alive pings give up on the connection during the freeze, the
+    /// renewal waits for a stream re-opened on a new connection: count up to [`MAX_PAUSE`] more.) For
+    /// longer freezes, ask for a longer TTL.
     pub fn renew_every(&self) -> Duration {
         third_of(self.ttl)
     }
@@ -112,10 +122,13 @@ impl KeptLease {
         let sent_at = Instant::now();
         self.next_renewal = sent_at + every;
 
-        self.keeper
-            .keep_alive()
-            .await
-            .context("send a keep-alive request")?;
+        // Sending fails only once the stream under it has ended (etcd-client then says "channel closed"):
+        // the connection to etcd broke. That says nothing about the lease, so it is not passed on as
+        // etcd-client's `LeaseKeepAliveError`, whose name reads as if the lease were gone.
+        if let Err(e) = self.keeper.keep_alive().await {
+            debug!("sending a keep-alive request failed: {e}");
+            bail!("the connection to etcd broke");
+        }
         // An answer later than the next renewal is as good as none: treat the stream as broken.
         let answer = tokio::time::timeout(every, self.answers.message())
             .await
@@ -156,8 +169,11 @@ impl KeptLease {
                     self.next_renewal = sent_at + every;
                     return Ok(());
                 }
-                // etcd answered, with TTL 0: `lease_keep_alive` reports that as this error ("lease not found").
-                Ok(Err(etcd_client::Error::LeaseKeepAliveError(why))) => {
+                // etcd answered, with TTL 0: `lease_keep_alive` reports that as this error, "lease not
+                // found" (it uses the same error when it cannot send, which is no news about the lease).
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(why)))
+                    if why == "lease not found" =>
+                {
                     bail!("lease {id:016x} is gone ({why}): {}", self.why_gone())
                 }
                 Ok(Err(e)) => {
@@ -254,8 +270,10 @@ pub enum Registered {
 /// deregisters it, but nothing renews its lease either, and etcd deletes the key when the TTL runs out.
 ///
 /// The lease is renewed every TTL/3 by a background task, with [`KeptLease`], which also rides out a short
-/// etcd outage by re-opening its keep-alive stream for as long as the lease can still be alive. Dropping it
-/// stops the renewals without deleting the key, which then goes when the TTL runs out.
+/// etcd outage by re-opening its keep-alive stream for as long as the lease can still be alive: an etcd
+/// restart, or a freeze of up to two thirds of the TTL less a second ([`KeptLease::renew_every`] says why
+/// not a whole TTL). Dropping it stops the renewals without deleting the key, which then goes when the TTL
+/// runs out.
 pub struct Registration {
     key: String,
     addr: String,
@@ -486,6 +504,18 @@ pub struct OpenWatch {
 /// A watch that stayed open this long counts as one that worked, even if nothing changed meanwhile.
 const STABLE: Duration = Duration::from_secs(10);
 
+/// The largest reply the watcher accepts from etcd, in bytes: 64 MiB, where etcd-client's default is 4 MiB.
+/// Both its calls use it: the GET of every instance, and the watch, whose replay of the changes made while
+/// it was away (a restart, a slow reconnect) comes in one response of up to 1,000 revisions. Sixty
+/// instances with 100 kB values already make 6 MB, and a reply over the limit fails to decode on every
+/// try. So do not call `client.get` or `client.watch` for them: they keep the 4 MiB default. Call
+/// `client.kv_client().max_decoding_message_size(MAX_RESPONSE)` and
+/// `client.watch_client().max_decoding_message_size(MAX_RESPONSE)`, as [`InstanceWatch`] does.
+///
+/// This is the watch topic's `MAX_RESPONSE` (crates/watch/src/lib.rs, which explains the number), repeated
+/// here so that this file can be copied alone; `tests/steps.rs` checks that the two stay the same.
+pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
 impl InstanceWatch {
     /// Follows the keys under `prefix`, for instance `/services/api/`. End it with `/`: without it,
     /// `/services/api` would also cover the service `/services/api2`.
@@ -710,10 +740,11 @@ impl InstanceWatch {
 
     /// One attempt: (the GET, then) the watch and etcd's confirmation.
     async fn try_open(&mut self, client: &Client, read_first: bool) -> Result<OpenWatch> {
-        let mut client = client.clone();
         let prefix = self.prefix.clone();
         if read_first {
             let got = client
+                .kv_client()
+                .max_decoding_message_size(MAX_RESPONSE)
                 .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
                 .await
                 .with_context(|| format!("read the instances under {prefix}"))?;
@@ -724,6 +755,8 @@ impl InstanceWatch {
             .expect("the set was read before, so the next revision is known");
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut stream = client
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE)
             .watch(prefix.as_str(), Some(options))
             .await
             .with_context(|| format!("watch {prefix}"))?;

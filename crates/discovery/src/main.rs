@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use cli::{Command, RegisterArgs, WatchArgs};
-use discovery::{InstanceWatch, KeptLease, Registered, Registration, Renewal};
+use discovery::{InstanceWatch, KeptLease, Registered, Registration, Renewal, MAX_RESPONSE};
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp,
     TxnOpResponse, WatchOptions, WatchStream,
@@ -476,7 +476,7 @@ async fn deregister(
 // =========================================================================================================
 
 async fn watch(
-    mut client: Client,
+    client: Client,
     args: &cli::Args,
     flags: &WatchArgs,
     prefix: &str,
@@ -492,10 +492,13 @@ async fn watch(
     let mut instances = InstanceWatch::new(dir.as_str());
 
     // 1. Read the instances there are now: one GET of every key under the prefix. A GET is a snapshot of
-    //    the whole store at one revision, given in the reply's header.
+    //    the whole store at one revision, given in the reply's header. Through a kv client whose reply
+    //    limit is raised to MAX_RESPONSE (src/lib.rs): `client.get` keeps etcd-client's 4 MiB, and sixty
+    //    instances with 100 kB values are more than that.
+    let mut kv_client = client.kv_client().max_decoding_message_size(MAX_RESPONSE);
     let got = tokio::time::timeout(
         timeout,
-        client.get(dir.as_str(), Some(GetOptions::new().with_prefix())),
+        kv_client.get(dir.as_str(), Some(GetOptions::new().with_prefix())),
     )
     .await
     .with_context(|| format!("etcd did not answer within {timeout:?}"))?
@@ -513,8 +516,13 @@ async fn watch(
     //    than the read, and an instance that registered in between would be in neither. With an explicit
     //    start revision, etcd replays every change after the read, however late the watch opens.
     let from = read_at + 1;
+    //    The watch too gets the raised limit: a resume after a restart replays every change made
+    //    meanwhile, up to 1,000 revisions in one response.
     let options = WatchOptions::new().with_prefix().with_start_revision(from);
-    let mut stream = tokio::time::timeout(timeout, client.watch(dir.as_str(), Some(options)))
+    let mut watch_client = client
+        .watch_client()
+        .max_decoding_message_size(MAX_RESPONSE);
+    let mut stream = tokio::time::timeout(timeout, watch_client.watch(dir.as_str(), Some(options)))
         .await
         .with_context(|| format!("etcd did not answer within {timeout:?}"))?
         .with_context(|| format!("watch {dir}"))?;

@@ -45,6 +45,22 @@ async fn watcher(etcd: &TestEtcd, extra: &[&str]) -> Bin {
     bin
 }
 
+/// Waits until a watcher whose etcd was killed says so and resumes. A killed etcd answers nothing: the
+/// line says the connection broke, never "etcd answered".
+async fn reconnects(watch: &mut Bin) {
+    let lost = watch
+        .line_containing("lost the connection to etcd", LIMIT)
+        .await;
+    assert!(
+        lost.starts_with("lost the connection to etcd (the HTTP/2 connection broke: ")
+            && !lost.contains("etcd answered"),
+        "{lost}"
+    );
+    watch
+        .line_containing("reconnected: resumed from revision", LIMIT)
+        .await;
+}
+
 /// The `instances of api: [...]` lines a watcher printed, in order.
 fn states(out: &Output) -> Vec<&str> {
     out.stdout
@@ -253,19 +269,20 @@ async fn the_watcher_survives_an_etcd_restart() {
     etcd.restart().await;
     let mut client = etcd.client().await;
     put(&mut client, "/services/api/b", "127.0.0.1:8002").await;
-    watch
-        .line_containing("lost the connection to etcd", LIMIT)
-        .await;
-    watch
-        .line_containing("reconnected: resumed from revision", LIMIT)
-        .await;
+    reconnects(&mut watch).await;
     watch
         .line_containing(
             "instances of api: [a=127.0.0.1:8001, b=127.0.0.1:8002]",
             LIMIT,
         )
         .await;
-    // The registered instance rode out the restart: its keep-alive stream re-opened within the TTL.
+    // The registered instance rode out the restart: its keep-alive stream re-opened within the TTL. It
+    // broke with the connection, and the lease was fine: the line says so, not that the lease is gone.
+    let broke = a.line_containing("keep-alive stream broke", LIMIT).await;
+    assert!(
+        !broke.contains("gone") && broke.contains("connection to etcd"),
+        "{broke}"
+    );
     a.line_containing("keep-alive stream re-opened", LIMIT)
         .await;
     a.signal(Signal::SIGINT);
@@ -456,4 +473,61 @@ async fn ctrl_c_while_connecting_stops_at_once() {
     .await;
     let mut client = etcd.client().await;
     assert!(keys_under(&mut client, "/services/").await.is_empty());
+}
+
+/// Puts 60 instances with 100 kB values under /services/api/ (`i00` to `i59`): 6 MB in all, more than
+/// etcd-client's default 4 MiB reply limit, each put well under etcd's 1.5 MiB request limit.
+async fn put_six_megabytes(etcd: &TestEtcd) {
+    let mut client = etcd.client().await;
+    let value = "x".repeat(100_000);
+    for i in 0..60 {
+        put(&mut client, &format!("/services/api/i{i:02}"), &value).await;
+    }
+}
+
+/// Asserts that a watcher's line lists all 60 instances of [`put_six_megabytes`].
+fn lists_all_sixty(line: &str) {
+    let ids = (0..60)
+        .filter(|i| line.contains(&format!("i{i:02}=x")))
+        .count();
+    assert_eq!(ids, 60, "the line lists all 60 instances");
+}
+
+#[tokio::test]
+async fn the_watcher_reads_more_than_4_mib_of_instances() {
+    let etcd = TestEtcd::start().await;
+    put_six_megabytes(&etcd).await;
+
+    // The first GET's reply is 6 MB: with etcd-client's default limit it fails to decode, every time.
+    let mut watch = Bin::spawn(DISCOVERY, &etcd.endpoint(), &["watch", "--service", "api"]);
+    watch
+        .line_containing("1. read /services/api/ at revision", LIMIT)
+        .await;
+    lists_all_sixty(&watch.line_containing("instances of api: [", LIMIT).await);
+    watch
+        .line_containing("2. watching /services/api/", LIMIT)
+        .await;
+    watch.signal(Signal::SIGINT);
+    let out = watch.finish(LIMIT).await;
+    assert!(out.status.success(), "exit 0: {}", out.stderr);
+}
+
+#[tokio::test]
+async fn the_watcher_resumes_with_a_replay_of_more_than_4_mib() {
+    let mut etcd = TestEtcd::start().await;
+    let mut watch = watcher(&etcd, &["--dial-timeout", "2"]).await;
+
+    // The watcher is frozen (SIGSTOP) while etcd restarts and 6 MB of instances are written, so when it
+    // wakes its stream is broken and it resumes from the revision it had reached: etcd replays the 60
+    // puts in one response, over etcd-client's default 4 MiB.
+    watch.signal(Signal::SIGSTOP);
+    etcd.restart().await;
+    put_six_megabytes(&etcd).await;
+    watch.signal(Signal::SIGCONT);
+
+    reconnects(&mut watch).await;
+    lists_all_sixty(&watch.line_containing("instances of api: [", LIMIT).await);
+    watch.signal(Signal::SIGINT);
+    let out = watch.finish(LIMIT).await;
+    assert!(out.status.success(), "exit 0: {}", out.stderr);
 }

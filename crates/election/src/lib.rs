@@ -293,7 +293,14 @@ fn secs(ttl: i64) -> Duration {
     Duration::from_secs(ttl.max(0) as u64)
 }
 
-/// A third of `ttl_secs` (at least a third of a second).
+/// The renewal period: a third of `ttl_secs` (at least a third of a second), as Go's client.
+///
+/// It also sets the longest etcd freeze the session is sure to survive: two thirds of the TTL, less a
+/// second, not any freeze shorter than the TTL. When a freeze starts, the last renewal etcd served may be
+/// up to one period old, and the lease ends one TTL after it; the renewal sent during the freeze waits in
+/// the open connection and is served as soon as etcd runs again, which must be before that TTL is over
+/// (the second is for etcd to wake up and serve it). If the HTTP/2 keep-alive pings give up on the
+/// connection during the freeze, the renewal waits for a re-opened stream: count up to `MAX_PAUSE` more.
 fn third_of(ttl_secs: i64) -> Duration {
     Duration::from_secs(ttl_secs.max(1) as u64) / 3
 }

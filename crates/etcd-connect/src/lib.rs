@@ -453,8 +453,13 @@ pub fn explain(e: &etcd_client::Error) -> String {
                 "lost the connection to etcd ({}); is it running? {HOW_TO_START_ETCD}",
                 innermost(t)
             ),
-            etcd_client::Error::LeaseKeepAliveError(why) => {
+            // etcd-client uses this error for etcd's TTL 0 answer ("lease not found"), and also when it
+            // cannot send on a keep-alive stream whose connection broke ("channel closed").
+            etcd_client::Error::LeaseKeepAliveError(why) if why == "lease not found" => {
                 format!("the lease is gone: it expired or was revoked ({why})")
+            }
+            etcd_client::Error::LeaseKeepAliveError(why) => {
+                format!("the keep-alive stream is closed ({why}): the connection to etcd broke")
             }
             other => other.to_string(),
         };
@@ -486,10 +491,18 @@ pub fn explain(e: &etcd_client::Error) -> String {
          and store a reference in etcd"
             .to_string()
     } else if message.contains("message length too large") {
-        "the reply is over the client's 4 MiB message limit: read fewer keys at a time \
-         (`with_limit`, or the `kv` topic's `get_prefix_in_pages`), or raise the limit with \
-         `client.kv_client().max_decoding_message_size(..)`"
-            .to_string()
+        // etcd-client's default limit is 4 MiB; the watch and discovery topics raise it to 64 MiB.
+        let limit = if message.contains("limit is: 4194304 bytes") {
+            "the client's 4 MiB message limit"
+        } else {
+            "the client's message limit"
+        };
+        format!(
+            "the reply is over {limit}: for a read, read fewer keys at a time (`with_limit`, or the \
+             `kv` topic's `get_prefix_in_pages`) or raise the limit with \
+             `client.kv_client().max_decoding_message_size(..)`; for a watch, watch from a later revision \
+             or raise the limit with `client.watch_client().max_decoding_message_size(..)`"
+        )
     } else if message.contains("required revision has been compacted") {
         "etcd no longer keeps that revision; read the current state and continue from there"
             .to_string()
@@ -526,8 +539,13 @@ pub fn explain(e: &etcd_client::Error) -> String {
             INVALID_ARGUMENT | FAILED_PRECONDITION | OUT_OF_RANGE => {
                 "etcd refused the request".into()
             }
-            // Not etcd's answer but the transport's: the HTTP/2 connection broke mid-call.
-            _ if message.contains("h2 protocol error") || message.contains("transport error") => {
+            // Not etcd's answer but the transport's: the HTTP/2 connection broke mid-call (a killed etcd
+            // answers nothing). tonic makes such a status from the hyper or h2 error and keeps that error
+            // as its source; a status that etcd sent has none.
+            _ if std::error::Error::source(status).is_some()
+                || message.contains("h2 protocol error")
+                || message.contains("transport error") =>
+            {
                 return format!("the HTTP/2 connection broke: {reason}");
             }
             _ => return format!("etcd answered: {reason}"),

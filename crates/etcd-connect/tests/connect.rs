@@ -210,9 +210,9 @@ async fn a_request_over_etcds_limit_is_explained_in_one_line() {
     );
 }
 
-#[tokio::test]
-async fn a_reply_over_the_clients_message_limit_is_explained() {
-    let etcd = TestEtcd::start().await;
+/// A client of `etcd`, after it put five 1 MB values under /big/: more than etcd-client's default 4 MiB
+/// reply limit in one read of the prefix, or one replay of its history.
+async fn five_megabytes_under_big(etcd: &TestEtcd) -> etcd_client::Client {
     let mut client = connect(&args(&["--endpoints", &etcd.endpoint()]))
         .await
         .unwrap();
@@ -223,6 +223,13 @@ async fn a_reply_over_the_clients_message_limit_is_explained() {
             .await
             .unwrap();
     }
+    client
+}
+
+#[tokio::test]
+async fn a_reply_over_the_clients_message_limit_is_explained() {
+    let etcd = TestEtcd::start().await;
+    let mut client = five_megabytes_under_big(&etcd).await;
     let err = client
         .get("/big/", Some(etcd_client::GetOptions::new().with_prefix()))
         .await
@@ -233,6 +240,47 @@ async fn a_reply_over_the_clients_message_limit_is_explained() {
         "{line}"
     );
     assert!(line.contains("get_prefix_in_pages"), "{line}");
+}
+
+/// A watch's replay of history meets the same limit (etcd packs up to 1,000 revisions in one response):
+/// the advice names the watch's way out too, and states the limit the client really had.
+#[tokio::test]
+async fn a_watch_reply_over_the_message_limit_is_explained_for_watches() {
+    let etcd = TestEtcd::start().await;
+    let client = five_megabytes_under_big(&etcd).await;
+    let options = || {
+        Some(
+            etcd_client::WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(1),
+        )
+    };
+    // etcd-client's default 4 MiB, then a limit raised to 2 MiB: both too small for the 5 MB replay.
+    for (mut watch_client, limit) in [
+        (
+            client.watch_client(),
+            "over the client's 4 MiB message limit",
+        ),
+        (
+            client.watch_client().max_decoding_message_size(2 << 20),
+            "over the client's message limit",
+        ),
+    ] {
+        let mut stream = watch_client.watch("/big/", options()).await.unwrap();
+        let err = loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without the replay"),
+                Err(e) => break e,
+            }
+        };
+        let line = etcd_connect::explain(&err);
+        assert!(line.contains(limit), "{line}");
+        assert!(
+            line.contains("client.watch_client().max_decoding_message_size(..)"),
+            "{line}"
+        );
+    }
 }
 
 #[tokio::test]

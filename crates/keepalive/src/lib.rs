@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use log::debug;
 
@@ -72,6 +72,16 @@ impl KeptLease {
 
     /// How often it renews: a third of the TTL, so one lost or late renewal still leaves time for another
     /// before the lease runs out. (Go's client renews at TTL/3 too.)
+    ///
+    /// It also sets the longest etcd freeze (SIGSTOP, a stalled disk, a paused VM) the lease is sure to
+    /// survive: two thirds of the TTL, less a second, not any freeze shorter than the TTL. When a freeze
+    /// starts, the last renewal etcd served may be up to this period old, and the lease ends one TTL after
+    /// it. The renewal sent during the freeze waits in the open connection and etcd serves it as soon as
+    /// it runs again, so the freeze must end before that TTL is over, with a second for etcd to wake up
+    /// and serve it. With a TTL of 5 s, a 4 s freeze is ridden out only if it starts less than 1 s after a
+    /// renewal. (If the client's HTTP/2 keep-alive pings give up on the connection during the freeze, the
+    /// renewal waits for a stream re-opened on a new connection: count up to [`MAX_PAUSE`] more.) For
+    /// longer freezes, ask for a longer TTL.
     pub fn renew_every(&self) -> Duration {
         third_of(self.ttl)
     }
@@ -92,10 +102,13 @@ impl KeptLease {
         let sent_at = Instant::now();
         self.next_renewal = sent_at + every;
 
-        self.keeper
-            .keep_alive()
-            .await
-            .context("send a keep-alive request")?;
+        // Sending fails only once the stream under it has ended (etcd-client then says "channel closed"):
+        // the connection to etcd broke. That says nothing about the lease, so it is not passed on as
+        // etcd-client's `LeaseKeepAliveError`, whose name reads as if the lease were gone.
+        if let Err(e) = self.keeper.keep_alive().await {
+            debug!("sending a keep-alive request failed: {e}");
+            bail!("the connection to etcd broke");
+        }
         // An answer later than the next renewal is as good as none: treat the stream as broken.
         let answer = tokio::time::timeout(every, self.answers.message())
             .await
@@ -136,8 +149,11 @@ impl KeptLease {
                     self.next_renewal = sent_at + every;
                     return Ok(());
                 }
-                // etcd answered, with TTL 0: `lease_keep_alive` reports that as this error ("lease not found").
-                Ok(Err(etcd_client::Error::LeaseKeepAliveError(why))) => {
+                // etcd answered, with TTL 0: `lease_keep_alive` reports that as this error, "lease not
+                // found" (it uses the same error when it cannot send, which is no news about the lease).
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(why)))
+                    if why == "lease not found" =>
+                {
                     bail!("lease {id:016x} is gone ({why}): {}", self.why_gone())
                 }
                 Ok(Err(e)) => {

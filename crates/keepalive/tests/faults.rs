@@ -171,3 +171,26 @@ async fn a_lease_gone_after_an_overwrite_is_not_said_to_take_the_key() {
         Some("mine now")
     );
 }
+
+/// etcd is killed and restarted within the TTL: the keep-alive stream breaks with the connection, and
+/// the lease is fine. The line says so; it claims the lease is gone only when etcd says so.
+#[tokio::test]
+async fn an_etcd_restart_is_reported_as_a_broken_connection_not_a_gone_lease() {
+    let mut etcd = TestEtcd::start().await;
+    let mut bin = Bin::spawn(KEEPALIVE, &etcd.endpoint(), &["--ttl", "5"]);
+    let id = lease_id_in(&bin.line_containing("1. granted lease", LIMIT).await);
+    bin.line_containing("ttl: 5", LIMIT).await;
+
+    etcd.restart().await;
+    let broke = bin.line_containing("keep-alive stream broke", LIMIT).await;
+    assert!(!broke.contains("gone"), "{broke}");
+    assert!(broke.contains("connection to etcd"), "{broke}");
+    bin.line_containing("keep-alive stream re-opened", LIMIT)
+        .await;
+    let mut client = etcd.client().await;
+    assert_eq!(lease_of(&mut client, "name").await, Some(id));
+
+    bin.signal(Signal::SIGINT);
+    let out = bin.finish(LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+}

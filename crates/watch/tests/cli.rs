@@ -297,3 +297,27 @@ async fn dead_endpoint_fails_fast_with_one_clear_line() {
     let out = assert_fails_fast_on_dead_endpoint(WATCH, &[]).await;
     assert_eq!(watching_lines(&out), 0, "{}", out.stdout);
 }
+
+/// A killed etcd answers nothing: the line says the connection broke, in the transport's words, and never
+/// "etcd answered". The top README shows this line in its cluster transcript (a member killed under the
+/// watch): it must be the line the program prints.
+#[tokio::test]
+async fn a_killed_etcd_is_a_broken_connection_not_an_answer() {
+    let mut etcd = TestEtcd::start().await;
+    let mut bin = Bin::spawn(WATCH, &etcd.endpoint(), &["--dial-timeout", "1"]);
+    bin.line_containing("watching", LIMIT).await;
+    etcd.kill();
+    let lost = bin.line_containing("lost the connection", LIMIT).await;
+    assert!(!lost.contains("etcd answered"), "{lost}");
+    assert!(
+        lost.starts_with("lost the connection to etcd (the HTTP/2 connection broke: "),
+        "{lost}"
+    );
+    let readme = include_str!("../../../README.md");
+    assert!(
+        readme.lines().any(|line| line == lost),
+        "README.md shows the line the watch prints when its etcd is killed: {lost}"
+    );
+    bin.signal(Signal::SIGTERM);
+    assert!(bin.finish(LIMIT).await.status.success());
+}
