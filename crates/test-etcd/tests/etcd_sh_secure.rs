@@ -228,7 +228,7 @@ fn flag_value<'a>(line: &'a str, flag: &str) -> &'a str {
 async fn etcdctl(line: &str) -> std::process::Output {
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(words[0], "etcdctl", "{line}");
-    let mut cmd = tokio::process::Command::new("etcdctl");
+    let mut cmd = tokio::process::Command::new(test_etcd::etcdctl_binary());
     cmd.args(&words[1..])
         .env("ETCDCTL_API", "3")
         .stdin(Stdio::null())
