@@ -69,13 +69,15 @@ async fn a_silent_listener_fails_within_the_dial_timeout() {
         }
     });
     let started = Instant::now();
-    let Err(err) = connect(&args(&["--endpoints", &endpoint, "--dial-timeout", "1"])).await else {
+    let Err(err) = connect(&args(&["--endpoints", &endpoint, "--dial-timeout", "2"])).await else {
         panic!("connected to a listener that is not etcd");
     };
+    // Within the dial timeout itself: finding out why (a TCP connect, a TLS hello that gets no answer
+    // either) once took up to 2 s more.
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
+        took < Duration::from_millis(2500),
+        "took {took:?} with --dial-timeout 2"
     );
     assert!(
         format!("{err:#}").contains("did not answer as etcd"),
