@@ -98,6 +98,8 @@ pub struct ResumableWatch {
     next_revision: Option<i64>,
     max_response: usize,
     breaks: QuickBreaks,
+    /// The last attempt logged in again after a "permission denied" (see `try_open`).
+    logged_in_again: bool,
 }
 
 /// A watch that etcd has confirmed, from [`ResumableWatch::reopen`] or [`ResumableWatch::catch_up`].
@@ -214,6 +216,7 @@ impl ResumableWatch {
             next_revision: from,
             max_response: MAX_RESPONSE,
             breaks: QuickBreaks::default(),
+            logged_in_again: false,
         }
     }
 
@@ -371,18 +374,26 @@ impl ResumableWatch {
                     "etcd closed the stream before confirming the watch on {what}"
                 ))
             })?;
-        if created.canceled() && created.cancel_reason().contains("invalid auth token") {
-            // With auth enabled, the login token expired, or etcd restarted and forgot every token.
-            // etcd-client's automatic token refresh covers a call that fails, but etcd refuses a watch
-            // inside the stream, where the refresh does not look: log in again here, then retry.
+        // With auth enabled, the login token expired, or etcd restarted and forgot every token.
+        // etcd-client's automatic token refresh covers a call that fails, but etcd refuses a watch inside
+        // the stream, where the refresh does not look: log in again here, then retry. etcd 3.4 says
+        // "invalid auth token"; etcd 3.5 says "permission denied", as it does to a user whose roles do not
+        // allow the watch, so that is refused only when it comes again right after a fresh login.
+        let reason = created.cancel_reason();
+        let unknown_token = reason.contains("invalid auth token");
+        let maybe_unknown_token = reason.contains("permission denied") && !self.logged_in_again;
+        if created.canceled() && (unknown_token || maybe_unknown_token) {
             client.refresh_token().await.map_err(failed(
                 format!("log in again for the watch on {what}"),
                 self.max_response,
             ))?;
+            self.logged_in_again = true;
             return Err(Failure::Retry(anyhow!(
-                "etcd no longer knew the auth token of the watch on {what}; logged in again"
+                "etcd refused the watch on {what} ({reason}), as it does for an auth token it no longer \
+                 knows; logged in again"
             )));
         }
+        self.logged_in_again = false;
         if created.canceled() {
             return Err(Failure::Refused(anyhow!(
                 "etcd refused the watch on {what}: {}",
