@@ -72,9 +72,8 @@ impl Script {
         run_script(self.command(port, args), args, SCRIPT_LIMIT).await
     }
 
-    /// `up --secure`, which must succeed. Other tests start etcds and open connections on loopback at the
-    /// same time, so a port the script saw free (ours, or the peer port after it) can be taken before etcd
-    /// binds it: etcd then exits with "address already in use" before it wrote anything, and this tries
+    /// `up --secure`, which must succeed. Other tests pick free ports at the same time, so a port the
+    /// script saw free (ours, or the peer port after it) can be taken before etcd binds it: etcd then exits with "address already in use" before it wrote anything, and this tries
     /// again on a fresh port (at most three times), as the cluster tests do.
     async fn up(&self) -> ScriptRun {
         let mut last = String::new();
