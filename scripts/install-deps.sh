@@ -21,7 +21,7 @@ case "${1:-}" in
   --ci) with_compose=true with_etcd35=true ;;
   --etcd35) with_etcd35=true ;;
   "") ;;
-  -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
   *) echo "usage: $0 [--ci | --etcd35]" >&2; exit 2 ;;
 esac
 
