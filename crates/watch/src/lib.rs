@@ -98,7 +98,8 @@ pub struct ResumableWatch {
     next_revision: Option<i64>,
     max_response: usize,
     breaks: QuickBreaks,
-    /// The last attempt logged in again after a "permission denied" (see `try_open`).
+    /// The previous attempt logged in again after a "permission denied" (see `try_open`); read and
+    /// cleared by the next attempt.
     logged_in_again: bool,
 }
 
@@ -329,6 +330,7 @@ impl ResumableWatch {
         read_state_first: bool,
     ) -> Result<Opened, Failure> {
         let what = self.describe();
+        let just_logged_in = std::mem::take(&mut self.logged_in_again);
         let mut state = None;
         let mut start = self.next_revision;
         if read_state_first {
@@ -381,19 +383,24 @@ impl ResumableWatch {
         // allow the watch, so that is refused only when it comes again right after a fresh login.
         let reason = created.cancel_reason();
         let unknown_token = reason.contains("invalid auth token");
-        let maybe_unknown_token = reason.contains("permission denied") && !self.logged_in_again;
+        let maybe_unknown_token = reason.contains("permission denied") && !just_logged_in;
         if created.canceled() && (unknown_token || maybe_unknown_token) {
             client.refresh_token().await.map_err(failed(
                 format!("log in again for the watch on {what}"),
                 self.max_response,
             ))?;
             self.logged_in_again = true;
-            return Err(Failure::Retry(anyhow!(
-                "etcd refused the watch on {what} ({reason}), as it does for an auth token it no longer \
-                 knows; logged in again"
-            )));
+            return Err(Failure::Retry(if unknown_token {
+                anyhow!(
+                    "etcd no longer knew the auth token of the watch on {what}; logged in again"
+                )
+            } else {
+                anyhow!(
+                    "etcd denied the watch on {what}, as etcd 3.5 does for an auth token it no longer \
+                     knows; logged in again"
+                )
+            }));
         }
-        self.logged_in_again = false;
         if created.canceled() {
             return Err(Failure::Refused(anyhow!(
                 "etcd refused the watch on {what}: {}",
