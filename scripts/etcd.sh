@@ -147,7 +147,28 @@ status_table() {
   ctl --dial-timeout=1s --command-timeout=2s endpoint status -w table
 }
 
+# Whether etcd could not bind 127.0.0.1:PORT. A listener there is not the only thing that stops it: so does
+# a connection whose local end is that port (any program's outgoing connection, while open and for a minute
+# after it closes, in TIME-WAIT), though it accepts nothing. So the test is to bind the port the way etcd
+# does (with SO_REUSEADDR), with perl, which every Debian, Ubuntu and macOS system has. Without perl, only a
+# listener is found: something that accepts a connection.
 port_in_use() {
+  if command -v perl >/dev/null 2>&1; then
+    local bound=0
+    perl -MSocket -e '
+      socket(my $s, PF_INET, SOCK_STREAM, 0) or exit 2;
+      setsockopt($s, SOL_SOCKET, SO_REUSEADDR, 1) or exit 2;
+      exit(bind($s, pack_sockaddr_in($ARGV[0], INADDR_LOOPBACK)) ? 0 : 1);' "$1" || bound=$?
+    case $bound in
+      0) return 1 ;;
+      1) return 0 ;;
+    esac
+  fi
+  port_answers "$1"
+}
+
+# Whether something accepts connections at 127.0.0.1:PORT.
+port_answers() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
@@ -386,8 +407,10 @@ plain_status() {
     status_table
     return 0
   fi
-  if port_in_use "$client_port"; then
+  if port_answers "$client_port"; then
     say "something that is not etcd listens at $endpoint"
+  elif port_in_use "$client_port"; then
+    say "nothing answers at $endpoint, and its port is taken all the same (by a connection's local end, for example)"
   else
     say "nothing answers at $endpoint"
   fi
@@ -723,15 +746,19 @@ port_holder() {
   local n=$1 port=${cports[$1 - 1]} peer=${pports[$1 - 1]} pid
   if pid=$(our_pid) && [ "$(client_port_of "$pid")" = "$port" ]; then
     echo "the single member of \`$0 up\` (pid $pid) answers at 127.0.0.1:$port"
-  elif port_in_use "$port"; then
+  elif port_answers "$port"; then
     if command -v etcdctl >/dev/null 2>&1 && ctl_at "127.0.0.1:$port" --dial-timeout=1s --command-timeout=2s \
       endpoint status >/dev/null 2>&1; then
       echo "an etcd that this script's cluster did not start answers at 127.0.0.1:$port (perhaps \`$0 up\` run with another LOCAL_ETCD_DIR, or the system service 'etcd')"
     else
       echo "something that is not etcd listens at 127.0.0.1:$port"
     fi
-  elif port_in_use "$peer"; then
+  elif port_in_use "$port"; then
+    echo "port $port is taken, though nothing listens there (by a connection's local end, for example)"
+  elif port_answers "$peer"; then
     echo "something listens at member $n's peer port 127.0.0.1:$peer"
+  elif port_in_use "$peer"; then
+    echo "member $n's peer port $peer is taken, though nothing listens there (by a connection's local end, for example)"
   fi
 }
 
@@ -771,14 +798,14 @@ cluster_next_steps() {
 
 # `member_id leader` as member N sees them, read with a serializable request (it answers without a quorum).
 member_view() {
-  port_in_use "${cports[$1 - 1]}" || return 1
+  port_answers "${cports[$1 - 1]}" || return 1
   ctl_at "$(member_endpoint "$1")" --dial-timeout=1s --command-timeout=2s endpoint status -w fields 2>/dev/null |
     awk -F' : ' '/^"MemberID"/ { m = $2 } /^"Leader"/ { l = $2 } END { if (m == "") exit 1; print m, l }'
 }
 
 # Member N serves linearizable reads: it runs and belongs to a cluster with a quorum.
 member_healthy() {
-  port_in_use "${cports[$1 - 1]}" &&
+  port_answers "${cports[$1 - 1]}" &&
     ctl_at "$(member_endpoint "$1")" --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1
 }
 

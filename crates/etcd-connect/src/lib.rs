@@ -24,6 +24,7 @@ use etcd_client::{Client, ConnectOptions};
 use log::debug;
 use tokio::net::{lookup_host, TcpStream};
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::{timeout_at, Instant};
 
 /// What to tell a user who has no etcd running where they pointed us.
 pub const HOW_TO_START_ETCD: &str =
@@ -192,7 +193,9 @@ pub fn parse_seconds(raw: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Connects to etcd and checks that it answers, within `--dial-timeout`.
+/// Connects to etcd and checks that it answers, within `--dial-timeout`: every endpoint is probed at once,
+/// and each probe, finding out why an endpoint failed included, ends within the dial timeout. With
+/// `--user`, the login that follows gets a dial timeout of its own.
 ///
 /// `Client::connect` in etcd-client is lazy: it returns `Ok` even when nothing listens at the endpoint,
 /// and the first real request then fails (or waits) far from the cause. So we ask the server for its
@@ -315,6 +318,22 @@ struct Problem {
     unreachable: bool,
 }
 
+impl Problem {
+    fn unreachable(why: String) -> Problem {
+        Problem {
+            why,
+            unreachable: true,
+        }
+    }
+
+    fn refused(why: String) -> Problem {
+        Problem {
+            why,
+            unreachable: false,
+        }
+    }
+}
+
 /// What every probe needs: the client options (TLS, no login), the flags for messages, the limit.
 #[derive(Clone)]
 struct Dialer {
@@ -323,25 +342,40 @@ struct Dialer {
     limit: Duration,
 }
 
+/// How long before the end of the dial timeout a probe that has heard nothing yet starts finding out why
+/// (at most half the dial timeout).
+const FIND_OUT_WHY: Duration = Duration::from_secs(1);
+
 impl Dialer {
-    /// Asks one endpoint for its status with a client of its own, within the dial timeout.
+    /// Asks one endpoint for its status with a client of its own. The whole probe, finding out why it
+    /// failed included, ends within the dial timeout.
     async fn probe(self, endpoint: String) -> std::result::Result<(), Problem> {
         let endpoint = endpoint.as_str();
         let limit = self.limit;
+        let deadline = Instant::now() + limit;
         let attempt = async {
             let mut client = Client::connect([endpoint], Some(self.options.clone())).await?;
             client.status().await
         };
-        let unreachable = |why: String| Problem {
-            why,
-            unreachable: true,
+        tokio::pin!(attempt);
+        // Silent so far, shortly before the deadline: a TCP connect and a TLS hello find out why beside the
+        // attempt, which keeps the whole dial timeout to answer.
+        let outcome = match timeout_at(deadline - FIND_OUT_WHY.min(limit / 2), &mut attempt).await {
+            Ok(outcome) => Some(outcome),
+            Err(_) => {
+                let why = self.why_silent(endpoint, deadline);
+                tokio::pin!(why);
+                tokio::select! {
+                    outcome = timeout_at(deadline, &mut attempt) => outcome.ok(),
+                    problem = &mut why => match problem {
+                        Some(problem) => return Err(problem),
+                        None => timeout_at(deadline, &mut attempt).await.ok(),
+                    },
+                }
+            }
         };
-        let refused = |why: String| Problem {
-            why,
-            unreachable: false,
-        };
-        let problem = match tokio::time::timeout(limit, attempt).await {
-            Ok(Ok(status)) => {
+        match outcome {
+            Some(Ok(status)) => {
                 debug!(
                     "etcd {} answers at {} (leader {:x}, revision {})",
                     status.version(),
@@ -349,39 +383,58 @@ impl Dialer {
                     status.leader(),
                     status.header().map_or(0, |h| h.revision())
                 );
-                return Ok(());
+                Ok(())
             }
-            // The TCP-level cause ("connection refused") is what a user can act on; gRPC wraps it deeply.
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 debug!("status from {endpoint} failed: {e:?}");
-                if let Some(problem) = tcp_problem(endpoint, limit).await {
-                    unreachable(problem)
-                } else if let Some(tls) = self.secure.tls_problem(&e, endpoint, limit).await {
-                    refused(tls)
-                } else if let Some(tls) = self.plain_text_to_tls(endpoint).await {
-                    refused(tls)
-                } else {
-                    refused(explain(&e))
-                }
+                let why = timeout_at(deadline, self.why_failed(endpoint, &e, deadline)).await;
+                Err(why.unwrap_or_else(|_| Problem::refused(explain(&e))))
             }
-            Err(_) => match tcp_problem(endpoint, limit).await {
-                Some(problem) => unreachable(problem),
-                None => match self.plain_text_to_tls(endpoint).await {
-                    Some(tls) => refused(tls),
-                    None => unreachable(format!(
-                        "something listens there but did not answer as etcd within {limit:?}"
-                    )),
-                },
-            },
-        };
-        Err(problem)
+            // The TCP connect worked (else `why_silent` said so), so something listens.
+            None => Err(Problem::unreachable(format!(
+                "something listens there but did not answer as etcd within {limit:?}"
+            ))),
+        }
     }
 
-    /// For an `http://` endpoint that failed: is it an etcd that speaks TLS?
-    async fn plain_text_to_tls(&self, endpoint: &str) -> Option<String> {
+    /// Why an endpoint has not answered: nothing there (within half the time left), or an etcd that
+    /// speaks TLS to our plain text. `None` when something listens and it is neither.
+    async fn why_silent(&self, endpoint: &str, deadline: Instant) -> Option<Problem> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Some(problem) = tcp_problem(endpoint, left / 2).await {
+            return Some(Problem::unreachable(problem));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.plain_text_to_tls(endpoint, left)
+            .await
+            .map(Problem::refused)
+    }
+
+    /// Why the status request failed with `e`, in the words a user can act on: the TCP-level cause
+    /// ("connection refused"), which gRPC wraps deeply, or a TLS problem, or etcd's own reason.
+    async fn why_failed(
+        &self,
+        endpoint: &str,
+        e: &etcd_client::Error,
+        deadline: Instant,
+    ) -> Problem {
+        let left = || deadline.saturating_duration_since(Instant::now());
+        if let Some(problem) = tcp_problem(endpoint, left()).await {
+            Problem::unreachable(problem)
+        } else if let Some(tls) = self.secure.tls_problem(e, endpoint, left()).await {
+            Problem::refused(tls)
+        } else if let Some(tls) = self.plain_text_to_tls(endpoint, left()).await {
+            Problem::refused(tls)
+        } else {
+            Problem::refused(explain(e))
+        }
+    }
+
+    /// For an `http://` endpoint that failed: is it an etcd that speaks TLS? Asked within `limit`.
+    async fn plain_text_to_tls(&self, endpoint: &str, limit: Duration) -> Option<String> {
         let host_port = endpoint.strip_prefix("http://")?;
         let addr = lookup_host(host_port).await.ok()?.next()?;
-        if secure::speaks_tls(addr, self.limit.min(Duration::from_secs(2))).await {
+        if secure::speaks_tls(addr, limit).await {
             Some(format!(
                 "etcd at {host_port} speaks TLS: use https://{host_port} with --cacert FILE (and --cert \
                  FILE --key-file FILE if it asks for client certificates)"
@@ -563,8 +616,8 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     root.to_string()
 }
 
-/// After a failed probe, a plain TCP connect tells the user *why*: nothing listening, or a name that does
-/// not resolve. `None` when the TCP connection works, so the problem is above TCP.
+/// After a failed probe, a plain TCP connect (within `limit`) tells the user *why*: nothing listening, or a
+/// name that does not resolve. `None` when the TCP connection works, so the problem is above TCP.
 async fn tcp_problem(endpoint: &str, limit: Duration) -> Option<String> {
     let host_port = endpoint
         .trim_start_matches("https://")
@@ -576,7 +629,7 @@ async fn tcp_problem(endpoint: &str, limit: Duration) -> Option<String> {
     let Some(addr) = addrs.first() else {
         return Some(format!("`{host_port}` resolves to no address"));
     };
-    match tokio::time::timeout(limit.min(Duration::from_secs(2)), TcpStream::connect(addr)).await {
+    match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
         Ok(Ok(_)) => None,
         Ok(Err(e)) => Some(e.to_string().to_lowercase()),
         Err(_) => Some("no answer to a TCP connect".into()),

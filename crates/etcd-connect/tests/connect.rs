@@ -69,13 +69,15 @@ async fn a_silent_listener_fails_within_the_dial_timeout() {
         }
     });
     let started = Instant::now();
-    let Err(err) = connect(&args(&["--endpoints", &endpoint, "--dial-timeout", "1"])).await else {
+    let Err(err) = connect(&args(&["--endpoints", &endpoint, "--dial-timeout", "2"])).await else {
         panic!("connected to a listener that is not etcd");
     };
+    // Within the dial timeout itself: finding out why (a TCP connect, a TLS hello that gets no answer
+    // either) once took up to 2 s more.
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
+        took < Duration::from_millis(2500),
+        "took {took:?} with --dial-timeout 2"
     );
     assert!(
         format!("{err:#}").contains("did not answer as etcd"),
@@ -130,10 +132,11 @@ async fn a_frozen_member_in_the_endpoint_list_is_skipped_within_the_dial_timeout
     let mut client = connect(&args(&["--endpoints", &list, "--dial-timeout", "2"]))
         .await
         .unwrap();
+    // The frozen member's probe, finding out why included, ends within the dial timeout.
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
+        took < Duration::from_millis(2500),
+        "took {took:?} with --dial-timeout 2"
     );
     assert_eq!(working_requests(&mut client, 10).await, 10);
     frozen.thaw();

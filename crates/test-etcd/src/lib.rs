@@ -43,12 +43,61 @@ macOS: `brew install etcd protobuf`)";
 /// How long a fresh member may take to become healthy on a busy 2-core machine.
 const START_LIMIT: Duration = Duration::from_secs(30);
 
-/// Finds `etcd` on PATH, or panics with the install command. Tests fail here; they never skip.
+/// The environment variable that picks the etcd the tests run, instead of the one on PATH:
+/// `TEST_ETCD_BIN=.etcd/bin/3.5.1/etcd scripts/test.sh` (a path relative to the repository's top folder, or
+/// absolute). etcdctl is taken from the same folder.
+pub const TEST_ETCD_BIN: &str = "TEST_ETCD_BIN";
+
+/// The etcd the tests run: [`TEST_ETCD_BIN`] if set, else `etcd` on PATH; panics with what to do if
+/// there is none. Tests fail here; they never skip.
 pub fn etcd_binary() -> PathBuf {
-    etcd_binary_in(std::env::var_os("PATH"))
+    match std::env::var_os(TEST_ETCD_BIN).filter(|v| !v.is_empty()) {
+        Some(chosen) => chosen_etcd_binary(&chosen),
+        None => etcd_binary_in(std::env::var_os("PATH")),
+    }
 }
 
-/// [`etcd_binary`] with the search path given, so the failure itself can be tested.
+/// The etcd that a [`TEST_ETCD_BIN`] value names, with etcdctl beside it; panics if either is missing.
+pub fn chosen_etcd_binary(value: &std::ffi::OsStr) -> PathBuf {
+    let etcd = secure::repository().join(value);
+    let etcdctl = etcd.with_file_name("etcdctl");
+    if !etcd.is_file() || !etcdctl.is_file() {
+        panic!(
+            "{TEST_ETCD_BIN}={} names no etcd with etcdctl beside it (looked for {} and {}): \
+             unset it to use the etcd on PATH, or for etcd 3.5.1 run `scripts/install-deps.sh --etcd35` \
+             and set {TEST_ETCD_BIN}=.etcd/bin/3.5.1/etcd",
+            value.to_string_lossy(),
+            etcd.display(),
+            etcdctl.display()
+        );
+    }
+    etcd
+}
+
+/// The etcdctl that goes with [`etcd_binary`]: the one beside [`TEST_ETCD_BIN`], else `etcdctl` on PATH.
+pub fn etcdctl_binary() -> PathBuf {
+    match std::env::var_os(TEST_ETCD_BIN).filter(|v| !v.is_empty()) {
+        Some(chosen) => chosen_etcd_binary(&chosen).with_file_name("etcdctl"),
+        None => PathBuf::from("etcdctl"),
+    }
+}
+
+/// PATH for a script that runs `etcd` and `etcdctl` by name (scripts/etcd.sh): the folder of
+/// [`TEST_ETCD_BIN`] first when it is set, so the script runs the same etcd as the harness.
+pub fn path_with_test_etcd() -> OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::var_os(TEST_ETCD_BIN).is_some_and(|v| !v.is_empty()) {
+        let dir = etcd_binary()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let dirs = std::iter::once(dir).chain(std::env::split_paths(&path));
+        return std::env::join_paths(dirs).expect("the folders on PATH can be joined again");
+    }
+    path
+}
+
+/// Finds `etcd` on the search path given, or panics with the install command.
 pub fn etcd_binary_in(path: Option<OsString>) -> PathBuf {
     path.iter()
         .flat_map(std::env::split_paths)
@@ -57,13 +106,58 @@ pub fn etcd_binary_in(path: Option<OsString>) -> PathBuf {
         .unwrap_or_else(|| panic!("{INSTALL_HINT}"))
 }
 
-/// A port nobody listens on right now. Another process could take it before etcd binds it; [`TestEtcd`]
-/// retries with fresh ports when that happens.
+/// A loopback port that nothing is bound to right now (so [`port_is_free`]), below the kernel's range of
+/// ephemeral ports.
+///
+/// Outside that range because the kernel gives its ports to outgoing connections: a port from it that
+/// is free now can be the local end of some process's connection a moment later (the suite opens
+/// hundreds), and etcd's bind then fails with "address already in use", on every retry for as long as
+/// that connection stays open, and even for a minute after it closes (TIME-WAIT). Below the range, only
+/// another program that picks the same port at the same moment can take it; [`TestEtcd`] retries with
+/// fresh ports when that happens.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("the loopback interface can always hand out an ephemeral port")
+    let (low, high) = unclaimed_port_range();
+    let span = u64::from(high - low) + 1;
+    for _ in 0..1000 {
+        let port = low + (random() % span) as u16;
+        // The port after it too: scripts/etcd.sh takes the first free port after the client port for peers.
+        if port_is_free(port) && port_is_free(port.saturating_add(1)) {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}-{high} after 1000 tries");
+}
+
+/// Whether 127.0.0.1:`port` can be bound the way etcd binds it (SO_REUSEADDR, which Rust's listener sets
+/// too): not by a listener, nor by a connection's local end, nor by a TIME-WAIT left by one.
+pub fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Ports the kernel does not hand out on its own: from 10000 up to the start of its ephemeral range
+/// (/proc/sys/net/ipv4/ip_local_port_range, 32768 by default), but at most 20000, clear of
+/// scripts/etcd.sh's default ports (2379, 2479, and the cluster's 22379 and 32379). Where that range starts
+/// lower, 10000-20000 all the same: the bind check still holds, only the protection from connections is
+/// lost.
+fn unclaimed_port_range() -> (u16, u16) {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let high = ephemeral_start.saturating_sub(1).min(20000);
+    (10000, if high > 11000 { high } else { 20000 })
+}
+
+/// A random number, from the standard library's randomly keyed hasher.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
 }
 
 /// A throwaway single-member etcd bound to 127.0.0.1 only.

@@ -22,13 +22,16 @@ pub const ETCDCTL_VARIABLES: [&str; 8] = [
 ];
 
 /// `bash scripts/etcd.sh ARGS` with its state in `dir` (LOCAL_ETCD_DIR) and nothing from the developer's
-/// environment that would point it elsewhere: no ports, endpoints, password or etcdctl settings. Stdin is
-/// empty and both outputs are piped; the caller adds the ports it wants.
+/// environment that would point it elsewhere: no ports, endpoints, password or etcdctl settings. It runs
+/// the etcd the harness runs ([`crate::etcd_binary`]). Stdin is empty and both outputs are piped; the
+/// caller adds the ports it wants.
 pub fn etcd_sh_command(dir: &Path, args: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new("bash");
     cmd.arg(etcd_sh())
         .args(args)
         .env("LOCAL_ETCD_DIR", dir)
+        // The etcd and etcdctl of TEST_ETCD_BIN, when it is set.
+        .env("PATH", crate::path_with_test_etcd())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

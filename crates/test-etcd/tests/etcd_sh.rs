@@ -61,10 +61,11 @@ impl Script {
         run_script(self.command(port, args), args, SCRIPT_LIMIT).await
     }
 
-    /// `up`, which must succeed. Other tests start etcds and open connections on loopback at the same
-    /// time, so the peer port the script saw free can be taken before etcd binds it: etcd then exits with
-    /// "address already in use" before it wrote anything, and this runs `up` again (at most three times),
-    /// which chooses the peer port afresh. The client port is the test's, so it stays.
+    /// `up`, which must succeed. Other tests pick free ports at the same time, so the peer port the script
+    /// saw free can be taken before etcd binds it: etcd then exits with "address already in use" before it
+    /// wrote anything, and this runs `up` again (at most three times), which chooses the peer port afresh.
+    /// The client port is the test's, so it stays. (Ports from free_port() are below the kernel's
+    /// ephemeral range, so no program's outgoing connection takes them meanwhile.)
     async fn up(&self) -> ScriptRun {
         let mut last = String::new();
         for _attempt in 0..3 {
@@ -175,9 +176,14 @@ async fn usage_without_a_command_is_the_header_comment_without_code() {
 #[tokio::test]
 async fn up_on_a_port_held_by_another_program_fails_with_a_complete_command() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
-    let taken = listener.local_addr().unwrap().port();
-    let script = Script::new(taken);
+    assert_up_refuses_a_taken_port(listener.local_addr().unwrap().port()).await;
+    drop(listener);
+}
 
+/// `up` on client port `taken` fails, says the port is taken and prints a complete command on other
+/// ports, and starts nothing.
+async fn assert_up_refuses_a_taken_port(taken: u16) {
+    let script = Script::new(taken);
     let run = script.run(&["up"]).await;
     assert_eq!(run.code, Some(1), "{}", run.all());
     assert!(
@@ -189,7 +195,63 @@ async fn up_on_a_port_held_by_another_program_fails_with_a_complete_command() {
     );
     assert_complete_other_ports_hint(&run.stderr, taken);
     assert_eq!(script.recorded_pid(), None, "nothing was started");
-    drop(listener);
+}
+
+/// An open connection from 127.0.0.1:`local` (or from a port the kernel chooses, when `None`) to a
+/// loopback listener, with the listener's end accepted: nothing listens at its local port, yet nothing
+/// can bind that port while it is open.
+async fn connection_from(local: Option<u16>) -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback listener");
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    if let Some(port) = local {
+        socket
+            .bind(([127, 0, 0, 1], port).into())
+            .expect("the free port can be bound");
+    }
+    let ours = socket
+        .connect(listener.local_addr().expect("the listener has an address"))
+        .await
+        .expect("the loopback connection opens");
+    let (theirs, _) = listener.accept().await.expect("the listener accepts");
+    (ours, theirs)
+}
+
+#[tokio::test]
+async fn up_on_a_port_that_is_a_connections_local_end_fails_with_a_complete_command() {
+    // The kernel picks the local port, as for any program's outgoing connection. Nothing listens there,
+    // so a check that only looks for listeners took it for free, and etcd failed on it with "bind: address
+    // already in use", again on every retry.
+    let connection = connection_from(None).await;
+    let taken = connection.0.local_addr().unwrap().port();
+    assert!(
+        TcpStream::connect(("127.0.0.1", taken)).is_err(),
+        "nothing listens at {taken}"
+    );
+    assert_up_refuses_a_taken_port(taken).await;
+    drop(connection);
+}
+
+/// `up` on client port `port`, whose next port is taken, succeeds with a peer port other than both.
+async fn assert_up_skips_the_next_port(port: u16) {
+    let script = Script::new(port);
+    let run = script.up().await;
+    let peer = number_after(&run.stdout, "peer port ").expect("up says which peer port it chose");
+    assert!(
+        peer != port && peer != port + 1,
+        "peer port {peer}:\n{}",
+        run.all()
+    );
+}
+
+#[tokio::test]
+async fn up_skips_a_peer_port_that_is_a_connections_local_end() {
+    // free_port() makes sure the port after it is free too; a connection then takes it.
+    let port = free_port();
+    let connection = connection_from(Some(port + 1)).await;
+    assert_up_skips_the_next_port(port).await;
+    drop(connection);
 }
 
 #[tokio::test]
@@ -250,15 +312,7 @@ async fn up_skips_a_taken_peer_port_when_none_is_given() {
             }
         }
     };
-    let script = Script::new(port);
-
-    let run = script.up().await;
-    let peer = number_after(&run.stdout, "peer port ").expect("up says which peer port it chose");
-    assert!(
-        peer != port && peer != port + 1,
-        "peer port {peer}:\n{}",
-        run.all()
-    );
+    assert_up_skips_the_next_port(port).await;
     drop(blocker);
 }
 

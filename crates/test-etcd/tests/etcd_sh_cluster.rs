@@ -421,6 +421,7 @@ async fn cluster_up_refuses_while_the_single_member_runs() {
     stop.args(["-c", &stop_command])
         .env_remove("LOCAL_ETCD_PORT")
         .env_remove("LOCAL_ETCD_DIR")
+        .env("PATH", test_etcd::path_with_test_etcd())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

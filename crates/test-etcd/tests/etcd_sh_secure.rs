@@ -72,9 +72,8 @@ impl Script {
         run_script(self.command(port, args), args, SCRIPT_LIMIT).await
     }
 
-    /// `up --secure`, which must succeed. Other tests start etcds and open connections on loopback at the
-    /// same time, so a port the script saw free (ours, or the peer port after it) can be taken before etcd
-    /// binds it: etcd then exits with "address already in use" before it wrote anything, and this tries
+    /// `up --secure`, which must succeed. Other tests pick free ports at the same time, so a port the
+    /// script saw free (ours, or the peer port after it) can be taken before etcd binds it: etcd then exits with "address already in use" before it wrote anything, and this tries
     /// again on a fresh port (at most three times), as the cluster tests do.
     async fn up(&self) -> ScriptRun {
         let mut last = String::new();
@@ -228,7 +227,7 @@ fn flag_value<'a>(line: &'a str, flag: &str) -> &'a str {
 async fn etcdctl(line: &str) -> std::process::Output {
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(words[0], "etcdctl", "{line}");
-    let mut cmd = tokio::process::Command::new("etcdctl");
+    let mut cmd = tokio::process::Command::new(test_etcd::etcdctl_binary());
     cmd.args(&words[1..])
         .env("ETCDCTL_API", "3")
         .stdin(Stdio::null())

@@ -63,6 +63,53 @@ fn missing_etcd_fails_with_the_install_command() {
 }
 
 #[test]
+#[should_panic(expected = "TEST_ETCD_BIN=no/such/etcd names no etcd with etcdctl beside it")]
+fn test_etcd_bin_pointing_nowhere_fails_with_what_to_do() {
+    test_etcd::chosen_etcd_binary(std::ffi::OsStr::new("no/such/etcd"));
+}
+
+#[test]
+fn test_etcd_bin_names_an_etcd_with_etcdctl_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["etcd", "etcdctl"] {
+        std::fs::write(dir.path().join(name), "").unwrap();
+    }
+    let etcd = dir.path().join("etcd");
+    assert_eq!(test_etcd::chosen_etcd_binary(etcd.as_os_str()), etcd);
+}
+
+#[test]
+fn free_ports_are_below_the_ephemeral_range_where_no_connection_takes_them() {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let ephemeral_start: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+    for _ in 0..200 {
+        let port = test_etcd::free_port();
+        assert!(
+            port < ephemeral_start,
+            "{port} is in the ephemeral range {range}"
+        );
+        assert!(test_etcd::port_is_free(port) && test_etcd::port_is_free(port + 1));
+    }
+}
+
+#[test]
+fn a_connections_local_end_is_not_a_free_port() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connection = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let local = connection.local_addr().unwrap().port();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", local)).is_err(),
+        "nothing listens at {local}"
+    );
+    assert!(!test_etcd::port_is_free(local));
+    // Closed, by our side first, it stays in TIME-WAIT for a minute, which still keeps etcd from binding it.
+    drop(connection);
+    drop(accepted);
+    assert!(!test_etcd::port_is_free(local));
+}
+
+#[test]
 fn etcd_is_found_on_path_here() {
     assert!(test_etcd::etcd_binary().ends_with("etcd"));
 }

@@ -102,6 +102,9 @@ pub struct ResumableWatch {
     next_revision: Option<i64>,
     max_response: usize,
     breaks: QuickBreaks,
+    /// The previous attempt logged in again after a "permission denied" (see `try_open`); read and
+    /// cleared by the next attempt.
+    logged_in_again: bool,
 }
 
 /// A watch that etcd has confirmed, from [`ResumableWatch::reopen`] or [`ResumableWatch::catch_up`].
@@ -218,6 +221,7 @@ impl ResumableWatch {
             next_revision: from,
             max_response: MAX_RESPONSE,
             breaks: QuickBreaks::default(),
+            logged_in_again: false,
         }
     }
 
@@ -330,6 +334,7 @@ impl ResumableWatch {
         read_state_first: bool,
     ) -> Result<Opened, Failure> {
         let what = self.describe();
+        let just_logged_in = std::mem::take(&mut self.logged_in_again);
         let mut state = None;
         let mut start = self.next_revision;
         if read_state_first {
@@ -375,17 +380,30 @@ impl ResumableWatch {
                     "etcd closed the stream before confirming the watch on {what}"
                 ))
             })?;
-        if created.canceled() && created.cancel_reason().contains("invalid auth token") {
-            // With auth enabled, the login token expired, or etcd restarted and forgot every token.
-            // etcd-client's automatic token refresh covers a call that fails, but etcd refuses a watch
-            // inside the stream, where the refresh does not look: log in again here, then retry.
+        // With auth enabled, the login token expired, or etcd restarted and forgot every token.
+        // etcd-client's automatic token refresh covers a call that fails, but etcd refuses a watch inside
+        // the stream, where the refresh does not look: log in again here, then retry. etcd 3.4 says
+        // "invalid auth token"; etcd 3.5 says "permission denied", as it does to a user whose roles do not
+        // allow the watch, so that is refused only when it comes again right after a fresh login.
+        let reason = created.cancel_reason();
+        let unknown_token = reason.contains("invalid auth token");
+        let maybe_unknown_token = reason.contains("permission denied") && !just_logged_in;
+        if created.canceled() && (unknown_token || maybe_unknown_token) {
             client.refresh_token().await.map_err(failed(
                 format!("log in again for the watch on {what}"),
                 self.max_response,
             ))?;
-            return Err(Failure::Retry(anyhow!(
-                "etcd no longer knew the auth token of the watch on {what}; logged in again"
-            )));
+            self.logged_in_again = true;
+            return Err(Failure::Retry(if unknown_token {
+                anyhow!(
+                    "etcd no longer knew the auth token of the watch on {what}; logged in again"
+                )
+            } else {
+                anyhow!(
+                    "etcd denied the watch on {what}, as etcd 3.5 does for an auth token it no longer \
+                     knows; logged in again"
+                )
+            }));
         }
         if created.canceled() {
             return Err(Failure::Refused(anyhow!(

@@ -1,10 +1,10 @@
 //! `watch` against an etcd with TLS, client certificates and users: it logs in as the limited user `app`
 //! and keeps printing changes after its auth token has expired, and after an etcd restart has thrown
-//! every token away.
+//! every token away; a watch its roles do not allow is still refused.
 
 use std::time::Duration;
 
-use test_etcd::{put, Bin, SecureEtcd, APP_PASSWORD};
+use test_etcd::{assert_clean_failure, put, Bin, SecureEtcd, APP_PASSWORD};
 
 const WATCH: &str = env!("CARGO_BIN_EXE_watch");
 const LIMIT: Duration = Duration::from_secs(20);
@@ -48,4 +48,20 @@ async fn a_watch_keeps_working_past_the_auth_token_ttl_and_a_restart() {
     bin.signal(test_etcd::Signal::SIGINT);
     let out = bin.finish(LIMIT).await;
     assert!(out.status.success(), "{out:#?}");
+}
+
+#[tokio::test]
+async fn a_watch_outside_the_users_roles_is_refused_after_one_fresh_login() {
+    // etcd 3.5 answers a watch with an auth token it no longer knows with "permission denied", the same
+    // words as for a key the user may not read: watch logs in again once, and refuses what is denied
+    // again, instead of retrying for ever.
+    let etcd = SecureEtcd::start().await;
+    let out = etcd
+        .run_as_app(WATCH, &["--key", "/outside/name"], LIMIT)
+        .await;
+    assert_clean_failure(&out);
+    assert!(
+        out.stderr.contains("watch on /outside/name") && out.stderr.contains("permission denied"),
+        "{out:#?}"
+    );
 }
