@@ -533,12 +533,13 @@ async fn campaign_and_lead(
     //
     //    If the connection breaks while we wait (etcd restarts, the network blips), campaign again with
     //    the same lease. After an etcd restart the election service finds our key `<name>/<lease>` still
-    //    there and keeps its create revision, so we keep our place in the line. (An etcd that saw our call
-    //    cancelled deleted the key, and we queue again at the back.) Keep asking, with growing pauses, for
+    //    there and keeps its create revision, so we keep our place in the line. (An etcd that kept running
+    //    deletes the key when it notices our first call was cancelled, maybe after the campaign made
+    //    again found that key: so who leads is read back after the campaign returns.) Keep asking, with growing pauses, for
     //    as long as the session lives; an error that retrying cannot fix (say, the lease is gone) ends it.
     let mut pause = FIRST_PAUSE;
     let mut told = false;
-    let won = loop {
+    let leader = loop {
         let attempt = tokio::select! {
             won = client.campaign(name, id, lease) => won,
             signal = shutdown.recv() => {
@@ -548,7 +549,28 @@ async fn campaign_and_lead(
             why = session.lost() => bail!("lost the session while campaigning for {name}: {why}"),
         };
         match attempt {
-            Ok(won) => break won,
+            Ok(won) => {
+                let leader: LeaderKey = won
+                    .leader()
+                    .cloned()
+                    .context("etcd answered the campaign without a leader key")?;
+                //    The campaign returns once the keys created before ours are gone; it does not check
+                //    that ours is still there. So read back who leads before claiming it.
+                if elected(client, name, &leader, lease).await? {
+                    break leader;
+                }
+                //    Our key is gone although our lease lives. etcd deletes it when it sees a campaign
+                //    cancelled: after a broken connection, the campaign we made first ends on the server
+                //    only when etcd notices, and its clean-up resigns `<name>/<lease>`, the key that our
+                //    campaign made again may have found and queued with. Campaign again.
+                println!(
+                    "our key {} was deleted while we waited, although lease {lease:016x} is alive: etcd \
+                     removes the key of a campaign it sees cancelled, as when the connection broke; \
+                     campaigning again, at the back of the line",
+                    String::from_utf8_lossy(leader.key())
+                );
+                continue;
+            }
             Err(e) if election::is_transient(&e) => {
                 debug!("campaign for {name} failed, campaigning again in {pause:?}: {e:?}");
                 if !told {
@@ -575,31 +597,6 @@ async fn campaign_and_lead(
         }
         pause = (pause * 2).min(MAX_PAUSE);
     };
-    let leader: LeaderKey = won
-        .leader()
-        .cloned()
-        .context("etcd answered the campaign without a leader key")?;
-    let key = String::from_utf8_lossy(leader.key()).into_owned();
-
-    //    The campaign returns once the keys created before ours are gone; it does not check that ours is
-    //    still there (our lease may have expired while we waited, say during a long etcd outage). So read
-    //    back who leads before claiming it.
-    match election::current_leader(client, name)
-        .await
-        .with_context(|| format!("ask who leads {name}"))?
-    {
-        Some(kv) if kv.key() == leader.key() && kv.create_revision() == leader.rev() => {}
-        Some(kv) => bail!(
-            "the campaign for {name} returned, but {} leads (key {}): our key {key} is gone, did lease \
-             {lease:016x} expire while we waited?",
-            String::from_utf8_lossy(kv.value()),
-            String::from_utf8_lossy(kv.key())
-        ),
-        None => bail!(
-            "the campaign for {name} returned, but nobody leads: our key {key} is gone, did lease \
-             {lease:016x} expire while we waited?"
-        ),
-    }
     // rev= is the create revision of our key: it grows from one leader to the next, so it can serve as a
     // fencing token (see the lock topic). at= lets you compare leaders' times across terminals.
     println!("leader {id} rev={} at={}", leader.rev(), unix_millis());
@@ -750,6 +747,47 @@ async fn observe(mut client: Client, name: &str, shutdown: &mut Shutdown) -> Res
         }
         pause = (pause * 2).min(MAX_PAUSE);
     }
+}
+
+/// Whether the campaign that returned `leader` really made us leader, read back from etcd: our key is the
+/// oldest under `<name>/`. `false` if our key is gone although `lease` still lives (then campaign again);
+/// an error if the lease is gone, since our key went with it.
+async fn elected(client: &mut Client, name: &str, leader: &LeaderKey, lease: i64) -> Result<bool> {
+    let leads = election::current_leader(client, name)
+        .await
+        .with_context(|| format!("ask who leads {name}"))?;
+    let key = String::from_utf8_lossy(leader.key());
+    let now = match &leads {
+        Some(kv) if kv.key() == leader.key() && kv.create_revision() == leader.rev() => {
+            return Ok(true)
+        }
+        Some(kv) => format!(
+            "{} leads (key {})",
+            String::from_utf8_lossy(kv.value()),
+            String::from_utf8_lossy(kv.key())
+        ),
+        None => "nobody leads".to_string(),
+    };
+    // Not us: ask etcd whether our lease still lives, rather than guess.
+    let left = client
+        .lease_time_to_live(lease, None)
+        .await
+        .with_context(|| {
+            format!(
+                "the campaign for {name} returned, but {now}; ask etcd about lease {lease:016x}"
+            )
+        })?
+        .ttl();
+    if left <= 0 {
+        bail!(
+            "the campaign for {name} returned, but {now}: our key {key} is gone, and etcd says lease \
+             {lease:016x} no longer exists (it expired or was revoked)"
+        );
+    }
+    debug!(
+        "the campaign for {name} returned, but {now}; lease {lease:016x} lives for {left}s more"
+    );
+    Ok(false)
 }
 
 /// Milliseconds since the Unix epoch, to compare the printed times of processes on one machine.
