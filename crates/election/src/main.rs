@@ -491,7 +491,33 @@ async fn candidate(
     // leading (Go: `session.Close()`). Bounded like every call on the way out: if etcd does not answer, the
     // lease (and our key) goes when its TTL runs out, since nobody renews it any more.
     let what = format!("revoke lease {lease:016x}");
-    match exit.call(what, client.lease_revoke(lease)).await {
+    let revoked = exit.call(what, client.lease_revoke(lease)).await;
+    // A resign that failed left us leader, until this revoke, or until the lease expires: say which.
+    if let Some(failed) = outcome
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<ResignFailed>())
+    {
+        return Err(match revoked {
+            Ok(_) => {
+                println!("session ended: revoked lease {lease:016x}, which deleted our key");
+                anyhow!(
+                    "{}; revoking lease {lease:016x} ended our leadership instead",
+                    failed.why
+                )
+            }
+            Err(e) => {
+                debug!("{e:#}");
+                anyhow!(
+                    "{}; revoking it failed too, so the next candidate is elected when lease \
+                     {lease:016x} expires, {}s after its last renewal",
+                    failed.why,
+                    grant.ttl()
+                )
+            }
+        });
+    }
+    match revoked {
         Ok(_) => println!("session ended: revoked lease {lease:016x}"),
         // After a failure (say, the lease already expired) the first error is the one to report.
         Err(e) if outcome.is_err() => debug!("{e:#}"),
@@ -503,6 +529,21 @@ async fn candidate(
     }
     outcome
 }
+
+/// `resign` failed: we stay leader until the session's lease is revoked or expires.
+#[derive(Debug)]
+struct ResignFailed {
+    /// The error in one line, starting with "resign from <name>: ".
+    why: String,
+}
+
+impl std::fmt::Display for ResignFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl std::error::Error for ResignFailed {}
 
 async fn campaign_and_lead(
     client: &mut Client,
@@ -624,21 +665,37 @@ async fn campaign_and_lead(
 
     // 4. Resign: the election service deletes our key (if it still has our create revision), which elects
     //    the next candidate at once. The time is taken before resigning: our term is over before the next
-    //    leader's starts. Bounded by the dial timeout: if etcd does not answer, our key goes when the
-    //    lease's TTL runs out.
+    //    leader's starts. Bounded by the dial timeout: if etcd does not answer, revoking the lease (which
+    //    ends the session) deletes our key, or failing that it goes when the lease's TTL runs out.
+    //    A freeze can break the connection while the resign is on its way (the call then fails at once
+    //    with a transport error): ask again, on a new connection, with growing pauses, within the same
+    //    budget. Resigning twice is harmless: it deletes our key only if it still has our create revision.
     let resigned_at = unix_millis();
-    exit.call(
-        format!("resign from {name}"),
-        client.resign(Some(ResignOptions::new().with_leader(leader))),
-    )
-    .await
-    .map_err(|e| {
-        anyhow!(
-            "{}; the next candidate is elected when lease {lease:016x} expires, {}s after its last renewal",
-            etcd_connect::one_line(&e),
-            session.ttl()
-        )
-    })?;
+    let mut pause = Duration::ZERO;
+    loop {
+        let resign = async {
+            tokio::time::sleep(pause).await;
+            client
+                .resign(Some(ResignOptions::new().with_leader(leader.clone())))
+                .await
+        };
+        match exit.call(format!("resign from {name}"), resign).await {
+            Ok(_) => break,
+            Err(e)
+                if e.downcast_ref::<etcd_client::Error>()
+                    .is_some_and(election::is_transient) =>
+            {
+                pause = (pause * 2).clamp(FIRST_PAUSE, MAX_PAUSE);
+                debug!("{e:#}; asking again in {pause:?}");
+            }
+            Err(e) => {
+                return Err(ResignFailed {
+                    why: etcd_connect::one_line(&e),
+                }
+                .into())
+            }
+        }
+    }
     println!("resigned {id} at={resigned_at}");
     Ok(())
 }

@@ -232,6 +232,41 @@ async fn waiting_candidates_survive_an_etcd_freeze_shorter_than_their_ttl() {
 }
 
 #[tokio::test]
+async fn a_leader_whose_resign_breaks_in_a_freeze_asks_again_and_resigns() {
+    // As with the lock topic's unlock: a resign sent while etcd was frozen failed when the connection
+    // broke; the leader then revoked its lease (which ended its leadership) and still said that the next
+    // candidate "is elected when lease ... expires".
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut leader = Bin::spawn(
+        ELECTION,
+        &etcd.endpoint(),
+        &[
+            "--id",
+            "a",
+            "--ttl",
+            "30",
+            "--hold",
+            "1",
+            "--dial-timeout",
+            "30",
+        ],
+    );
+    leader.line_containing("leader a ", LIMIT).await;
+    // The term ends while etcd is frozen, so the resign waits on a connection that breaks.
+    etcd.freeze();
+    tokio::time::sleep(FREEZE).await;
+    etcd.thaw();
+
+    let out = leader.finish(LIMIT).await;
+    assert!(out.status.success(), "{out:#?}");
+    assert!(out.stdout.contains("resigned a at="), "{out:#?}");
+    assert!(!out.stderr.contains("is elected when"), "{out:#?}");
+    assert!(keys_under(&mut client, "/election/").await.is_empty());
+    assert!(lease_ids(&mut client).await.is_empty());
+}
+
+#[tokio::test]
 async fn the_observer_survives_an_etcd_restart_and_prints_each_change_once() {
     let mut etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;

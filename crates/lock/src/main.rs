@@ -513,7 +513,7 @@ async fn contend(
                 anyhow!(
                     "{failed}; revoking it failed too, so {name} frees itself when lease {lease:016x} \
                      expires, {}s after its last renewal",
-                    args.ttl
+                    grant.ttl()
                 )
             }
         });
