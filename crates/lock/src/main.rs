@@ -168,10 +168,9 @@ async fn demo_steps(
             .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
             .collect();
         bail!(
-            "{prefix} already holds {} key(s) ({}{}), so {name} is held or queued for: the demo needs a \
-             lock nobody else uses, so it stops rather than wait behind them; stop those contenders (or \
-             `etcdctl del --prefix {prefix}` if the keys are yours to lose), or run the demo with \
-             --name /another-lock",
+            "{prefix} already holds {} key(s) ({}{}): for etcd's lock service someone holds or waits \
+             for {name}, and the demo would wait behind them; stop those contenders (or `etcdctl del \
+             --prefix {prefix}` if the keys are yours to lose), or run the demo with --name /another-lock",
             existing.count(),
             keys.join(", "),
             if existing.more() { ", ..." } else { "" }
