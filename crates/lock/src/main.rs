@@ -667,10 +667,14 @@ async fn hold_the_lock(
             held.create_revision
         )
     };
+    //    The lock is also lost if etcd deletes our key while the lease lives: `etcdctl del`, or etcd ending
+    //    a lock call of ours that a broken connection cancelled, late, after the call made again was
+    //    granted. So watch the key too.
     tokio::select! {
         () = tokio::time::sleep(hold) => {}
         signal = shutdown.recv() => println!("{signal}: releasing {name} early"),
         why = session.lost() => return Err(stale(why)),
+        why = key_deleted(client.clone(), &held, lease) => return Err(stale(why)),
     }
     //    After a freeze (SIGSTOP, a paused VM) both branches above can be ready at once. So before claiming
     //    that the work ran under the lock, check that the lease surely still lives.
@@ -743,6 +747,52 @@ async fn granted(client: &mut Client, key: &str, lease: i64) -> Result<Option<Lo
     }
     debug!("{key} is gone, but lease {lease:016x} lives for {left}s more");
     Ok(None)
+}
+
+/// Resolves once etcd deletes the lock key `held`, saying what etcd says about `lease` then. It watches the
+/// key from the revision after its creation, so a deletion that came before the watch is seen too. If the
+/// watch cannot be opened or breaks (an etcd restart), it stays pending: the session still notices a lease
+/// that is gone, which is what deletes a lock key in all but rare cases.
+async fn key_deleted(mut client: Client, held: &LockKey, lease: i64) -> String {
+    let from = held.create_revision + 1;
+    let options = WatchOptions::new().with_start_revision(from);
+    let deleted_at = match client.watch(held.key.as_str(), Some(options)).await {
+        Ok(mut events) => loop {
+            match events.message().await {
+                Ok(Some(resp)) if !resp.canceled() => {
+                    let delete = resp
+                        .events()
+                        .iter()
+                        .find(|event| event.event_type() == EventType::Delete);
+                    if let Some(event) = delete {
+                        break Some(event.kv().map_or(0, |kv| kv.mod_revision()));
+                    }
+                }
+                other => {
+                    debug!("the watch on {} ended: {other:?}", held.key);
+                    break None;
+                }
+            }
+        },
+        Err(e) => {
+            debug!("cannot watch {}: {e:?}", held.key);
+            None
+        }
+    };
+    let Some(at) = deleted_at else {
+        return std::future::pending().await;
+    };
+    let key = &held.key;
+    match client.lease_time_to_live(lease, None).await {
+        Ok(left) if left.ttl() > 0 => format!(
+            "etcd deleted its key {key} at revision {at}, although lease {lease:016x} is alive"
+        ),
+        Ok(_) => format!(
+            "etcd deleted its key {key} at revision {at}: lease {lease:016x} no longer exists (it expired \
+             or was revoked)"
+        ),
+        Err(e) => format!("etcd deleted its key {key} at revision {at} ({})", lock::brief(&e)),
+    }
 }
 
 /// Milliseconds since the Unix epoch, to compare the printed times of processes on one machine.

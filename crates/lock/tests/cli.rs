@@ -729,3 +729,35 @@ async fn a_waiter_whose_key_was_deleted_while_its_lease_lives_queues_again() {
     assert!(keys_under(&mut client, "/lock/").await.is_empty());
     assert_eq!(lease_ids(&mut client).await.len(), 0);
 }
+
+#[tokio::test]
+async fn holder_whose_key_is_deleted_while_its_lease_lives_stops_with_a_stale_token() {
+    // Its lease lives, but its key is gone: `etcdctl del`, or etcd ending late a lock call of this
+    // holder's that a broken connection cancelled. Someone else may take the lock at once, so the holder
+    // must stop rather than hold on for its whole --hold.
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--ttl", "30", "--hold", "60"]);
+    let waiting = holder.line_containing("waiting for /lock", SHORT).await;
+    let acquired = holder.line_containing("acquired ", SHORT).await;
+    let key = acquired.split_whitespace().nth(1).unwrap().to_string();
+    let token = field(&acquired, "rev=").to_string();
+
+    let deleted_at = test_etcd::delete(&mut client, &key).await;
+    let out = holder.finish(SHORT).await;
+    assert_clean_failure(&out);
+    assert!(
+        out.stderr.contains(&format!(
+            "etcd deleted its key {key} at revision {deleted_at}, although lease {:016x} is alive",
+            lease_in(&waiting)
+        )) && out.stderr.contains(&format!("so token {token} is stale")),
+        "{out:#?}"
+    );
+    assert!(!out.stdout.contains("released"), "{out:#?}");
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(
+        lease_ids(&mut client).await.len(),
+        0,
+        "the lease was revoked"
+    );
+}
