@@ -652,10 +652,14 @@ async fn campaign_and_lead(
              another candidate may lead now"
         )
     };
+    //    We also stop leading if etcd deletes our key while the lease lives: `etcdctl del`, or etcd ending
+    //    a campaign of ours that a broken connection cancelled (it resigns our key), late, after the
+    //    campaign made again returned. So watch the key too.
     tokio::select! {
         () = tokio::time::sleep(hold) => {}
         signal = shutdown.recv() => println!("{signal}: resigning early"),
         why = session.lost() => return Err(no_longer(why)),
+        why = key_deleted(client.clone(), &leader, lease) => return Err(no_longer(why)),
     }
     //    After a freeze (SIGSTOP, a paused VM) both branches above can be ready at once. So before claiming
     //    that the work ran as leader, check that the lease surely still lives.
@@ -845,6 +849,54 @@ async fn elected(client: &mut Client, name: &str, leader: &LeaderKey, lease: i64
         "the campaign for {name} returned, but {now}; lease {lease:016x} lives for {left}s more"
     );
     Ok(false)
+}
+
+/// Resolves once etcd deletes our candidate key (`leader`), saying what etcd says about `lease` then. It
+/// watches the key from the revision after its creation, so a deletion that came before the watch is seen
+/// too. If the watch cannot be opened or breaks (an etcd restart), it stays pending: the session still
+/// notices a lease that is gone, which is what deletes a candidate key in all but rare cases.
+async fn key_deleted(mut client: Client, leader: &LeaderKey, lease: i64) -> String {
+    let key = String::from_utf8_lossy(leader.key()).into_owned();
+    let options = WatchOptions::new().with_start_revision(leader.rev() + 1);
+    let deleted_at = match client.watch(key.as_str(), Some(options)).await {
+        Ok(mut events) => loop {
+            match events.message().await {
+                Ok(Some(resp)) if !resp.canceled() => {
+                    let delete = resp
+                        .events()
+                        .iter()
+                        .find(|event| event.event_type() == EventType::Delete);
+                    if let Some(event) = delete {
+                        break Some(event.kv().map_or(0, |kv| kv.mod_revision()));
+                    }
+                }
+                other => {
+                    debug!("the watch on {key} ended: {other:?}");
+                    break None;
+                }
+            }
+        },
+        Err(e) => {
+            debug!("cannot watch {key}: {e:?}");
+            None
+        }
+    };
+    let Some(at) = deleted_at else {
+        return std::future::pending().await;
+    };
+    match client.lease_time_to_live(lease, None).await {
+        Ok(left) if left.ttl() > 0 => format!(
+            "etcd deleted our key {key} at revision {at}, although lease {lease:016x} is alive"
+        ),
+        Ok(_) => format!(
+            "etcd deleted our key {key} at revision {at}: lease {lease:016x} no longer exists (it \
+             expired or was revoked)"
+        ),
+        Err(e) => format!(
+            "etcd deleted our key {key} at revision {at} ({})",
+            election::brief(&e)
+        ),
+    }
 }
 
 /// Milliseconds since the Unix epoch, to compare the printed times of processes on one machine.

@@ -469,3 +469,34 @@ async fn a_candidate_whose_key_was_deleted_while_its_lease_lives_campaigns_again
     assert!(keys_under(&mut client, "/election/").await.is_empty());
     assert_eq!(lease_ids(&mut client).await.len(), 0);
 }
+
+#[tokio::test]
+async fn a_leader_whose_key_is_deleted_while_its_lease_lives_stops_leading() {
+    // Its lease lives, but its key is gone: `etcdctl del`, or etcd ending late a campaign of this
+    // candidate's that a broken connection cancelled. Another candidate may be elected at once, so the
+    // leader must stop rather than lead on for its whole --hold.
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut a = Bin::spawn(
+        ELECTION,
+        &etcd.endpoint(),
+        &["--id", "a", "--ttl", "30", "--hold", "60"],
+    );
+    let campaigns = a.line_containing("a campaigns for", SHORT).await;
+    a.line_containing("leader a ", SHORT).await;
+    let key = format!("/election/{:x}", lease_in(&campaigns));
+
+    let deleted_at = test_etcd::delete(&mut client, &key).await;
+    let out = a.finish(SHORT).await;
+    assert_clean_failure(&out);
+    assert!(
+        out.stderr.contains(&format!(
+            "etcd deleted our key {key} at revision {deleted_at}, although lease {:016x} is alive",
+            lease_in(&campaigns)
+        )) && out.stderr.contains("it is no longer leader"),
+        "{out:#?}"
+    );
+    assert!(!out.stdout.contains("resigned"), "{out:#?}");
+    assert!(keys_under(&mut client, "/election/").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0, "revoked");
+}
