@@ -33,7 +33,7 @@ pub struct Args {
     pub id: Option<String>,
 
     /// Candidate mode: how long to lead once elected, in seconds (decimals allowed), before resigning.
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub hold: Option<Duration>,
 
     /// TTL of each candidate's session lease, in seconds: how long a crashed leader stays leader.

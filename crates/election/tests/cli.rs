@@ -386,6 +386,7 @@ async fn bad_input_is_refused_without_touching_etcd() {
         ),
         (vec!["--ttl", "-1"], "-1 is not in 1..=86400"),
         (vec!["--id", "a", "--hold", "0"], "more than 0"),
+        (vec!["--id", "a", "--hold", "-1"], "must be more than 0"),
         (vec!["--id", "a", "--hold", "soon"], "not a number"),
         (vec!["--id", "", "--hold", "1"], "cannot be empty"),
         (vec!["--name", ""], "cannot be empty"),
@@ -420,4 +421,82 @@ async fn dead_endpoint_fails_fast_with_one_clear_line() {
         let out = assert_fails_fast_on_dead_endpoint(ELECTION, args).await;
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:#?}");
     }
+}
+
+#[tokio::test]
+async fn a_candidate_whose_key_was_deleted_while_its_lease_lives_campaigns_again() {
+    // What etcd does after a freeze that broke the candidate's connection: the campaign it saw cancelled
+    // resigns `/election/<lease>` when it ends on the server, after the campaign made again had already
+    // found that key and waited with it. That campaign then returns once the leader resigns, for a key
+    // that no longer exists. Here the test deletes the key itself, so that the order is always that one.
+    let etcd = TestEtcd::start().await;
+    let client = etcd.client().await;
+    let mut a = Bin::spawn(
+        ELECTION,
+        &etcd.endpoint(),
+        &["--id", "a", "--ttl", "30", "--hold", "60"],
+    );
+    a.line_containing("leader a ", SHORT).await;
+    a.wait_until_catching(Signal::SIGINT, SHORT).await;
+    let mut b = Bin::spawn(
+        ELECTION,
+        &etcd.endpoint(),
+        &["--id", "b", "--ttl", "30", "--hold", "0.3"],
+    );
+    let campaigns = b.line_containing("b campaigns for", SHORT).await;
+    let lease = lease_in(&campaigns);
+    let key_b = format!("/election/{lease:x}");
+    standing(&client, 2).await;
+    let mut client = client;
+    test_etcd::delete(&mut client, &key_b).await;
+
+    a.signal(Signal::SIGINT);
+    let a = a.finish(LIMIT).await;
+    assert!(a.status.success(), "{a:#?}");
+    b.line_containing(
+        &format!(
+            "our key {key_b} was deleted while we waited, although lease {lease:016x} is alive"
+        ),
+        SHORT,
+    )
+    .await;
+    let b = b.finish(LIMIT).await;
+    assert!(b.status.success(), "{b:#?}");
+    assert!(!b.stderr.contains("nobody leads"), "{b:#?}");
+    let (first, second) = (term_of(&a), term_of(&b));
+    assert_eq!(second.id, "b");
+    assert!(first.until <= second.from);
+    assert!(keys_under(&mut client, "/election/").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
+}
+
+#[tokio::test]
+async fn a_leader_whose_key_is_deleted_while_its_lease_lives_stops_leading() {
+    // Its lease lives, but its key is gone: `etcdctl del`, or etcd ending late a campaign of this
+    // candidate's that a broken connection cancelled. Another candidate may be elected at once, so the
+    // leader must stop rather than lead on for its whole --hold.
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut a = Bin::spawn(
+        ELECTION,
+        &etcd.endpoint(),
+        &["--id", "a", "--ttl", "30", "--hold", "60"],
+    );
+    let campaigns = a.line_containing("a campaigns for", SHORT).await;
+    a.line_containing("leader a ", SHORT).await;
+    let key = format!("/election/{:x}", lease_in(&campaigns));
+
+    let deleted_at = test_etcd::delete(&mut client, &key).await;
+    let out = a.finish(SHORT).await;
+    assert_clean_failure(&out);
+    assert!(
+        out.stderr.contains(&format!(
+            "etcd deleted our key {key} at revision {deleted_at}, although lease {:016x} is alive",
+            lease_in(&campaigns)
+        )) && out.stderr.contains("it is no longer leader"),
+        "{out:#?}"
+    );
+    assert!(!out.stdout.contains("resigned"), "{out:#?}");
+    assert!(keys_under(&mut client, "/election/").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0, "revoked");
 }

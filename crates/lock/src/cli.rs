@@ -33,11 +33,18 @@ pub struct Args {
     pub protected_key: String,
 
     /// TTL of each session's lease, in seconds: how long the lock of a crashed holder stays taken.
-    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=86_400))]
+    // Negative numbers are read as values, so `--ttl -1` says "not in range" rather than "unexpected argument".
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i64).range(1..=86_400)
+    )]
     pub ttl: i64,
 
     /// Contender mode: wait for the lock, hold it SECS (decimals allowed), release it.
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub hold: Option<Duration>,
 
     /// Contender mode without waiting: take the lock only if it is free, else exit at once with code 2.

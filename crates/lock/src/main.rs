@@ -116,12 +116,29 @@ async fn demo(
     }
     steps?;
     revoked?;
+    // Read back what is left rather than assume it: the demo refused to start with keys under the lock's
+    // prefix, but a contender may have joined since.
+    let prefix = format!("{}/", args.name);
+    let left = exit
+        .call(
+            format!("count the keys under {prefix}"),
+            client.get(
+                prefix.as_str(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            ),
+        )
+        .await?;
     let shown: Vec<String> = leases.iter().map(|id| format!("{id:016x}")).collect();
-    println!(
-        "done: leases {} revoked, nothing is left under {}/",
-        shown.join(" and "),
-        args.name
-    );
+    match left.count() {
+        0 => println!(
+            "done: leases {} revoked, nothing is left under {prefix}",
+            shown.join(" and ")
+        ),
+        n => println!(
+            "done: leases {} revoked; {n} key(s) that are not the demo's are under {prefix}",
+            shown.join(" and ")
+        ),
+    }
     Ok(Outcome::Done)
 }
 
@@ -132,6 +149,34 @@ async fn demo_steps(
     ttl: i64,
     leases: &mut Vec<i64>,
 ) -> Result<()> {
+    // The demo shows session 1 taking the lock at once and session 2 queueing behind it, so it needs a lock
+    // nobody else holds or waits for: behind a contender from another terminal (or any key under the
+    // prefix, which etcd's lock service counts as one) session 1 would wait for as long as that one holds.
+    // Refuse, and say who is there, rather than wait without a word.
+    let prefix = format!("{name}/");
+    let existing = client
+        .get(
+            prefix.as_str(),
+            Some(queue_order().with_keys_only().with_limit(3)),
+        )
+        .await
+        .with_context(|| format!("check that nobody holds or waits for {name}"))?;
+    if existing.count() > 0 {
+        let keys: Vec<String> = existing
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .collect();
+        bail!(
+            "{prefix} already holds {} key(s) ({}{}): for etcd's lock service someone holds or waits \
+             for {name}, and the demo would wait behind them; stop those contenders (or `etcdctl del \
+             --prefix {prefix}` if the keys are yours to lose), or run the demo with --name /another-lock",
+            existing.count(),
+            keys.join(", "),
+            if existing.more() { ", ..." } else { "" }
+        );
+    }
+
     // The demo writes --protected-key in step 5 and deletes it afterwards. A learner's own key of that name
     // must survive the demo, so refuse to start rather than overwrite it.
     let existing = client
@@ -176,13 +221,29 @@ async fn demo_steps(
     // 1. Session 1 asks for the lock, on its lease (Go: `concurrency.NewMutex(session1, "/lock").Lock`).
     //    etcd's lock service writes the key `<name>/<lease ID in hex>` attached to that lease, and answers
     //    once that key is the oldest under `<name>/`. Nobody else is queued, so that is at once.
-    let locked1 = client
-        .lock(
-            name,
-            Some(LockOptions::new().with_lease(session1.lease_id())),
-        )
-        .await
-        .with_context(|| format!("session 1: lock {name}"))?;
+    //    Should a contender have queued since the check above, the call would wait for it: bound it, and
+    //    say who holds the lock.
+    let lock1 = client.lock(
+        name,
+        Some(LockOptions::new().with_lease(session1.lease_id())),
+    );
+    let locked1 = match tokio::time::timeout(DEMO_TIMEOUT, lock1).await {
+        Ok(locked) => locked.with_context(|| format!("session 1: lock {name}"))?,
+        Err(_) => {
+            let holder = client
+                .get(prefix.as_str(), Some(queue_order().with_limit(1)))
+                .await
+                .with_context(|| format!("ask who holds {name}"))?;
+            let who = holder.kvs().first().map_or_else(
+                || "nobody".to_string(),
+                |kv| String::from_utf8_lossy(kv.key()).into_owned(),
+            );
+            bail!(
+                "session 1 did not get {name} within {DEMO_TIMEOUT:?}: {who} holds it (a contender that \
+                 started after the demo checked); stop it and run the demo again"
+            );
+        }
+    };
     let key1 = String::from_utf8_lossy(locked1.key()).into_owned();
     //    The reply names the key but not its create revision, the holder's fencing token (step 5). Its
     //    header revision is when the lock was granted, which can be later. So read the key back.
@@ -220,16 +281,8 @@ async fn demo_steps(
     //    session 2's key is not there yet, watch the prefix from the revision right after that read until
     //    its PUT arrives. Starting at the read's revision + 1 means no write can slip in between.
     let key2 = format!("{name}/{lease2:x}");
-    let prefix = format!("{name}/");
     let queue = client
-        .get(
-            prefix.as_str(),
-            Some(
-                GetOptions::new()
-                    .with_prefix()
-                    .with_sort(SortTarget::Create, SortOrder::Ascend),
-            ),
-        )
+        .get(prefix.as_str(), Some(queue_order()))
         .await
         .with_context(|| format!("list the queue under {prefix}"))?;
     let Some(holder) = queue.kvs().first() else {
@@ -384,6 +437,13 @@ renews, so this lock vanishes in {}s even if its holder is still busy; always lo
     Ok(())
 }
 
+/// The keys under a prefix in the order of the lock's queue: by create revision, the holder first.
+fn queue_order() -> GetOptions {
+    GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+}
+
 fn accepted(written: bool) -> &'static str {
     if written {
         "accepted"
@@ -431,7 +491,33 @@ async fn contend(
     //    Bounded like every call on the way out: if etcd does not answer, the lease (and our key) goes when
     //    its TTL runs out, since nobody renews it any more.
     let what = format!("revoke lease {lease:016x}");
-    match exit.call(what, client.lease_revoke(lease)).await {
+    let revoked = exit.call(what, client.lease_revoke(lease)).await;
+    // An unlock that failed left the lock held, until this revoke, or until the lease expires: say which.
+    if let Some(failed) = outcome
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<UnlockFailed>())
+    {
+        let name = &args.name;
+        return Err(match revoked {
+            Ok(_) => {
+                println!(
+                    "session ended: revoked lease {lease:016x}, which deleted {}",
+                    failed.key
+                );
+                anyhow!("{failed}; revoking lease {lease:016x} released {name} instead")
+            }
+            Err(e) => {
+                debug!("{e:#}");
+                anyhow!(
+                    "{failed}; revoking it failed too, so {name} frees itself when lease {lease:016x} \
+                     expires, {}s after its last renewal",
+                    grant.ttl()
+                )
+            }
+        });
+    }
+    match revoked {
         Ok(_) => println!("session ended: revoked lease {lease:016x}"),
         // After a failure (say, the lease already expired) the first error is the one to report.
         Err(e) if outcome.is_err() => debug!("{e:#}"),
@@ -443,6 +529,22 @@ async fn contend(
     }
     outcome
 }
+
+/// `unlock` failed: the lock stays held until the session's lease is revoked or expires.
+#[derive(Debug)]
+struct UnlockFailed {
+    key: String,
+    /// The error in one line, starting with "unlock <key>: ".
+    why: String,
+}
+
+impl std::fmt::Display for UnlockFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl std::error::Error for UnlockFailed {}
 
 async fn hold_the_lock(
     client: &mut Client,
@@ -484,13 +586,13 @@ async fn hold_the_lock(
         //
         // If the connection breaks while we wait, ask again with the same lease. After an etcd restart the
         // lock service finds our key `<name>/<lease>` still there and keeps its create revision, so we keep
-        // our place in the queue. If etcd kept running and saw our call cancelled (the connection dropped),
-        // it removed the key, and asking again queues us at the back; either way the token is read back
-        // after the lock is granted. Keep asking, with growing pauses, for as long as the session lives; an
+        // our place in the queue. If etcd kept running (a freeze, a dropped connection), it deletes the key
+        // when it notices our first call was cancelled, maybe after the call made again found that key:
+        // so the key is read back after the lock is granted (below). Keep asking, with growing pauses, for as long as the session lives; an
         // error that retrying cannot fix (say, the lease is gone) ends the wait.
         let mut pause = FIRST_PAUSE;
         let mut told = false;
-        let locked = loop {
+        loop {
             let attempt = tokio::select! {
                 locked = client.lock(name.as_str(), Some(LockOptions::new().with_lease(lease))) => locked,
                 signal = shutdown.recv() => {
@@ -500,7 +602,25 @@ async fn hold_the_lock(
                 why = session.lost() => bail!("lost the session while waiting for {name}: {why}"),
             };
             match attempt {
-                Ok(locked) => break locked,
+                Ok(locked) => {
+                    let key = String::from_utf8_lossy(locked.key()).into_owned();
+                    // The fencing token is the key's create revision, which the reply does not carry: read
+                    // it back. That also checks that the key still exists: the lock call answers once the
+                    // keys queued before ours are gone, without checking that ours is still there.
+                    if let Some(held) = granted(client, &key, lease).await? {
+                        break held;
+                    }
+                    // Our key was deleted while we waited, although our lease lives. etcd does that when
+                    // it sees a lock call cancelled: after a broken connection, the call we made first
+                    // ends on the server only when etcd notices, and its clean-up deletes `<name>/<lease>`,
+                    // the same key our call made again may have found and queued with. Queue again.
+                    println!(
+                        "our key {key} was deleted while we waited, although lease {lease:016x} is alive: \
+                         etcd removes the key of a lock call it sees cancelled, as when the connection \
+                         broke; asking again, at the back of the queue"
+                    );
+                    continue;
+                }
                 Err(e) if lock::is_transient(&e) => {
                     debug!("lock {name} failed, asking again in {pause:?}: {e:?}");
                     if !told {
@@ -526,19 +646,6 @@ async fn hold_the_lock(
                 why = session.lost() => bail!("lost the session while waiting for {name}: {why}"),
             }
             pause = (pause * 2).min(MAX_PAUSE);
-        };
-        let key = String::from_utf8_lossy(locked.key()).into_owned();
-        // The fencing token is the key's create revision, which the reply does not carry: read it back.
-        let got = client
-            .get(key.as_str(), None)
-            .await
-            .with_context(|| format!("get {key}"))?;
-        let Some(kv) = got.kvs().first() else {
-            bail!("{key} vanished right after it was granted: did lease {lease:016x} expire?");
-        };
-        LockKey {
-            create_revision: kv.create_revision(),
-            key,
         }
     };
     // rev= is this holder's fencing token (see `put_if_holder` in src/lib.rs): pass it along with every
@@ -560,10 +667,14 @@ async fn hold_the_lock(
             held.create_revision
         )
     };
+    //    The lock is also lost if etcd deletes our key while the lease lives: `etcdctl del`, or etcd ending
+    //    a lock call of ours that a broken connection cancelled, late, after the call made again was
+    //    granted. So watch the key too.
     tokio::select! {
         () = tokio::time::sleep(hold) => {}
         signal = shutdown.recv() => println!("{signal}: releasing {name} early"),
         why = session.lost() => return Err(stale(why)),
+        why = key_deleted(client.clone(), &held, lease) => return Err(stale(why)),
     }
     //    After a freeze (SIGSTOP, a paused VM) both branches above can be ready at once. So before claiming
     //    that the work ran under the lock, check that the lease surely still lives.
@@ -573,22 +684,115 @@ async fn hold_the_lock(
 
     // 3. Release: `unlock` deletes our key, which wakes the next contender. The time is taken before
     //    unlocking: the work is over before the next holder can start. Bounded by the dial timeout: if etcd
-    //    does not answer, our key goes when the lease's TTL runs out.
+    //    does not answer, revoking the lease (which ends the session) deletes our key, or failing that it
+    //    goes when the lease's TTL runs out. A freeze can break the connection while the unlock is on its way (the call then fails at once
+    //    with a transport error): ask again, on a new connection, with growing pauses, within the same
+    //    budget. Deleting our own key twice is harmless.
     let released_at = unix_millis();
-    exit.call(
-        format!("unlock {}", held.key),
-        client.unlock(held.key.as_str()),
-    )
-    .await
-    .map_err(|e| {
-        anyhow!(
-            "{}; {name} frees itself when lease {lease:016x} expires, {}s after its last renewal",
-            etcd_connect::one_line(&e),
-            session.ttl()
-        )
-    })?;
+    let mut pause = Duration::ZERO;
+    loop {
+        let unlock = async {
+            tokio::time::sleep(pause).await;
+            client.unlock(held.key.as_str()).await
+        };
+        match exit.call(format!("unlock {}", held.key), unlock).await {
+            Ok(_) => break,
+            Err(e)
+                if e.downcast_ref::<etcd_client::Error>()
+                    .is_some_and(lock::is_transient) =>
+            {
+                pause = (pause * 2).clamp(FIRST_PAUSE, MAX_PAUSE);
+                debug!("{e:#}; asking again in {pause:?}");
+            }
+            Err(e) => {
+                return Err(UnlockFailed {
+                    key: held.key.clone(),
+                    why: etcd_connect::one_line(&e),
+                }
+                .into())
+            }
+        }
+    }
     println!("released {} at={released_at}", held.key);
     Ok(Outcome::Done)
+}
+
+/// The lock key that a lock call granted, read back: its create revision is the fencing token. `None` if
+/// the key no longer exists although `lease` still lives (then queue again); an error if the lease is gone,
+/// since the key went with it.
+async fn granted(client: &mut Client, key: &str, lease: i64) -> Result<Option<LockKey>> {
+    let got = client
+        .get(key, None)
+        .await
+        .with_context(|| format!("get {key}"))?;
+    if let Some(kv) = got.kvs().first() {
+        return Ok(Some(LockKey {
+            create_revision: kv.create_revision(),
+            key: key.to_string(),
+        }));
+    }
+    // Gone: ask etcd whether the lease is, rather than guess.
+    let left = client
+        .lease_time_to_live(lease, None)
+        .await
+        .with_context(|| {
+            format!("{key} vanished right after it was granted; ask etcd about lease {lease:016x}")
+        })?
+        .ttl();
+    if left <= 0 {
+        bail!(
+            "{key} vanished right after it was granted: etcd says lease {lease:016x} no longer exists \
+             (it expired or was revoked), and its keys went with it"
+        );
+    }
+    debug!("{key} is gone, but lease {lease:016x} lives for {left}s more");
+    Ok(None)
+}
+
+/// Resolves once etcd deletes the lock key `held`, saying what etcd says about `lease` then. It watches the
+/// key from the revision after its creation, so a deletion that came before the watch is seen too. If the
+/// watch cannot be opened or breaks (an etcd restart), it stays pending: the session still notices a lease
+/// that is gone, which is what deletes a lock key in all but rare cases.
+async fn key_deleted(mut client: Client, held: &LockKey, lease: i64) -> String {
+    let from = held.create_revision + 1;
+    let options = WatchOptions::new().with_start_revision(from);
+    let deleted_at = match client.watch(held.key.as_str(), Some(options)).await {
+        Ok(mut events) => loop {
+            match events.message().await {
+                Ok(Some(resp)) if !resp.canceled() => {
+                    let delete = resp
+                        .events()
+                        .iter()
+                        .find(|event| event.event_type() == EventType::Delete);
+                    if let Some(event) = delete {
+                        break Some(event.kv().map_or(0, |kv| kv.mod_revision()));
+                    }
+                }
+                other => {
+                    debug!("the watch on {} ended: {other:?}", held.key);
+                    break None;
+                }
+            }
+        },
+        Err(e) => {
+            debug!("cannot watch {}: {e:?}", held.key);
+            None
+        }
+    };
+    let Some(at) = deleted_at else {
+        return std::future::pending().await;
+    };
+    let key = &held.key;
+    match client.lease_time_to_live(lease, None).await {
+        Ok(left) if left.ttl() > 0 => format!(
+            "etcd deleted its key {key} at revision {at}, although lease {lease:016x} is alive"
+        ),
+        Ok(_) => format!(
+            "etcd deleted its key {key} at revision {at}: lease {lease:016x} no longer exists (it expired \
+             or was revoked)"
+        ),
+        Err(e) => format!("etcd deleted its key {key} at revision {at} ({})", lock::brief(&e)),
+    }
 }
 
 /// Milliseconds since the Unix epoch, to compare the printed times of processes on one machine.

@@ -287,6 +287,10 @@ async fn bad_input_is_refused_without_touching_etcd() {
     for (args, why) in [
         (vec!["--name", ""], "--name"),
         (vec!["--ttl", "0"], "--ttl"),
+        // Negative numbers get the range error too, not clap's "unexpected argument '-1' found".
+        (vec!["--ttl", "-1"], "-1 is not in 1..=86400"),
+        (vec!["--hold", "-1"], "must be more than 0"),
+        (vec!["--try", "--hold", "-1"], "must be more than 0"),
         (vec!["--hold", "0"], "more than 0"),
         (vec!["--hold", "soon"], "not a number"),
         (vec!["--try", "--hold", "0"], "more than 0"),
@@ -640,4 +644,120 @@ async fn demo_refuses_to_start_when_its_protected_key_holds_someone_elses_data()
     );
     assert!(keys_under(&mut client, "/lock").await.is_empty());
     assert_eq!(lease_ids(&mut client).await.len(), 0, "nothing was granted");
+}
+
+#[tokio::test]
+async fn demo_refuses_at_once_when_someone_holds_or_waits_for_the_lock() {
+    // The issue that found it: with any key under /lock/ the demo printed its lease line, then waited
+    // without a word behind that key, and on SIGTERM claimed that nothing was left under /lock/.
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    test_etcd::put(&mut client, "/lock/user", "x").await;
+    let out = assert_refused(
+        LOCK,
+        &etcd.endpoint(),
+        &["--dial-timeout", "20"],
+        "/lock/ already holds 1 key(s) (/lock/user)",
+    )
+    .await;
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {out:#?}");
+    assert!(!out.stdout.contains("session 1"), "{out:#?}");
+    assert_eq!(
+        test_etcd::get_value(&mut client, "/lock/user")
+            .await
+            .as_deref(),
+        Some("x"),
+        "left untouched"
+    );
+    assert_eq!(lease_ids(&mut client).await.len(), 0, "nothing was granted");
+    client.delete("/lock/user", None).await.unwrap();
+
+    // A contender from the README, holding the lock: the demo names its key.
+    let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--hold", "60"]);
+    let acquired = holder.line_containing("acquired ", SHORT).await;
+    let key = acquired.split_whitespace().nth(1).unwrap().to_string();
+    assert_refused(
+        LOCK,
+        &etcd.endpoint(),
+        &[],
+        &format!("/lock/ already holds 1 key(s) ({key})"),
+    )
+    .await;
+    assert_eq!(keys_under(&mut client, "/lock/").await, [key.as_str()]);
+    holder.signal(Signal::SIGINT);
+    assert!(holder.finish(SHORT).await.status.success());
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
+}
+
+#[tokio::test]
+async fn a_waiter_whose_key_was_deleted_while_its_lease_lives_queues_again() {
+    // What etcd does after a freeze that broke the waiter's connection: the lock call it saw cancelled
+    // deletes `/lock/<lease>` when it ends on the server, after the waiter's call made again had already
+    // found that key and queued with it. That call then answers once the holder is gone, for a key that
+    // no longer exists. Here the test deletes the key itself, so that the order is always that one.
+    let etcd = TestEtcd::start().await;
+    let client = etcd.client().await;
+    let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--ttl", "30", "--hold", "60"]);
+    holder.line_containing("acquired ", SHORT).await;
+    holder.wait_until_catching(Signal::SIGINT, SHORT).await;
+    let mut waiter = Bin::spawn(LOCK, &etcd.endpoint(), &["--ttl", "30", "--hold", "0.3"]);
+    let waiting = waiter.line_containing("waiting for /lock", SHORT).await;
+    let lease = lease_in(&waiting);
+    let waiter_key = format!("/lock/{lease:x}");
+    queued(&client, 2).await;
+    let mut client = client;
+    test_etcd::delete(&mut client, &waiter_key).await;
+
+    holder.signal(Signal::SIGINT);
+    let holder = holder.finish(LIMIT).await;
+    assert!(holder.status.success(), "{holder:#?}");
+    waiter
+        .line_containing(
+            &format!(
+                "our key {waiter_key} was deleted while we waited, although lease {lease:016x} is alive"
+            ),
+            SHORT,
+        )
+        .await;
+    let waiter = waiter.finish(LIMIT).await;
+    assert!(waiter.status.success(), "{waiter:#?}");
+    assert!(!waiter.stderr.contains("vanished"), "{waiter:#?}");
+    let (first, second) = (turn_of(&holder), turn_of(&waiter));
+    assert_eq!(second.key, waiter_key);
+    assert!(first.released_at <= second.acquired_at);
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(lease_ids(&mut client).await.len(), 0);
+}
+
+#[tokio::test]
+async fn holder_whose_key_is_deleted_while_its_lease_lives_stops_with_a_stale_token() {
+    // Its lease lives, but its key is gone: `etcdctl del`, or etcd ending late a lock call of this
+    // holder's that a broken connection cancelled. Someone else may take the lock at once, so the holder
+    // must stop rather than hold on for its whole --hold.
+    let etcd = TestEtcd::start().await;
+    let mut client = etcd.client().await;
+    let mut holder = Bin::spawn(LOCK, &etcd.endpoint(), &["--ttl", "30", "--hold", "60"]);
+    let waiting = holder.line_containing("waiting for /lock", SHORT).await;
+    let acquired = holder.line_containing("acquired ", SHORT).await;
+    let key = acquired.split_whitespace().nth(1).unwrap().to_string();
+    let token = field(&acquired, "rev=").to_string();
+
+    let deleted_at = test_etcd::delete(&mut client, &key).await;
+    let out = holder.finish(SHORT).await;
+    assert_clean_failure(&out);
+    assert!(
+        out.stderr.contains(&format!(
+            "etcd deleted its key {key} at revision {deleted_at}, although lease {:016x} is alive",
+            lease_in(&waiting)
+        )) && out.stderr.contains(&format!("so token {token} is stale")),
+        "{out:#?}"
+    );
+    assert!(!out.stdout.contains("released"), "{out:#?}");
+    assert!(keys_under(&mut client, "/lock/").await.is_empty());
+    assert_eq!(
+        lease_ids(&mut client).await.len(),
+        0,
+        "the lease was revoked"
+    );
 }
