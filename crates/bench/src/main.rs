@@ -382,6 +382,8 @@ async fn watch_latency(a: cli::WatchArgs, shutdown: &mut etcd_connect::Shutdown)
     let value = vec![b'v'; a.val_size as usize];
     // The watch is opened first and confirmed ("created") before the clock starts.
     let mut stream = client
+        .watch_client()
+        .max_decoding_message_size(etcd_connect::MAX_RESPONSE)
         .watch(key.as_str(), None)
         .await
         .with_context(|| format!("watch {key}"))?;

@@ -413,6 +413,8 @@ async fn queued(client: &mut Client, prefix: &str, key: &str) -> Result<(i64, Ca
     let from = queue.header().map_or(0, |h| h.revision()) + 1;
     debug!("{key} is not queued yet: watching {prefix} from revision {from}");
     let mut watch = client
+        .watch_client()
+        .max_decoding_message_size(etcd_connect::MAX_RESPONSE)
         .watch(
             prefix,
             Some(WatchOptions::new().with_prefix().with_start_revision(from)),
@@ -858,7 +860,10 @@ async fn elected(client: &mut Client, name: &str, leader: &LeaderKey, lease: i64
 async fn key_deleted(mut client: Client, leader: &LeaderKey, lease: i64) -> String {
     let key = String::from_utf8_lossy(leader.key()).into_owned();
     let options = WatchOptions::new().with_start_revision(leader.rev() + 1);
-    let deleted_at = match client.watch(key.as_str(), Some(options)).await {
+    let mut watch_client = client
+        .watch_client()
+        .max_decoding_message_size(etcd_connect::MAX_RESPONSE);
+    let deleted_at = match watch_client.watch(key.as_str(), Some(options)).await {
         Ok(mut events) => loop {
             match events.message().await {
                 Ok(Some(resp)) if !resp.canceled() => {

@@ -27,6 +27,14 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{timeout_at, Instant};
 
 /// What to tell a user who has no etcd running where they pointed us.
+/// The largest reply a topic accepts on a watch, in bytes: 64 MiB, where etcd-client keeps 4 MiB. A watch
+/// that replays history (after a restart, or from a past revision) gets up to 1,000 revisions in one
+/// reply, and a reply over the limit fails to decode on every try: so every watch in the topics goes
+/// through `client.watch_client().max_decoding_message_size(MAX_RESPONSE)`, never `client.watch`. The
+/// watch topic's `MAX_RESPONSE` (crates/watch/src/lib.rs) explains the number; it and discovery's repeat
+/// it so that each `src/lib.rs` copies alone, and `tests/limits.rs` keeps the three equal.
+pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
 pub const HOW_TO_START_ETCD: &str =
     "start a local etcd with `scripts/etcd.sh up`, or point --endpoints / ETCD_ENDPOINTS at a running one";
 

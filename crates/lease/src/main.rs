@@ -204,6 +204,8 @@ async fn open_watch(
     from: i64,
 ) -> Result<WatchStream, etcd_client::Error> {
     client
+        .watch_client()
+        .max_decoding_message_size(etcd_connect::MAX_RESPONSE)
         .watch(key, Some(WatchOptions::new().with_start_revision(from)))
         .await
 }

@@ -294,6 +294,8 @@ async fn demo_steps(
             let from = queue.header().map_or(0, |h| h.revision()) + 1;
             debug!("{key2} is not queued yet: watching {prefix} from revision {from}");
             let mut watch = client
+                .watch_client()
+                .max_decoding_message_size(etcd_connect::MAX_RESPONSE)
                 .watch(
                     prefix.as_str(),
                     Some(WatchOptions::new().with_prefix().with_start_revision(from)),
@@ -614,11 +616,16 @@ async fn hold_the_lock(
                     // it sees a lock call cancelled: after a broken connection, the call we made first
                     // ends on the server only when etcd notices, and its clean-up deletes `<name>/<lease>`,
                     // the same key our call made again may have found and queued with. Queue again.
-                    println!(
-                        "our key {key} was deleted while we waited, although lease {lease:016x} is alive: \
-                         etcd removes the key of a lock call it sees cancelled, as when the connection \
-                         broke; asking again, at the back of the queue"
-                    );
+                    say_deleted_while_waiting(&key, lease);
+                    continue;
+                }
+                // etcd 3.5 reads the key back itself before it answers, and says Go's ErrSessionExpired
+                // ("mutex: session is expired") when it is gone: the same case as above, told by etcd.
+                Err(e) if lock::brief(&e).contains("session is expired") => {
+                    let key = format!("{name}/{lease:x}");
+                    debug!("lock {name}: {e:?}");
+                    lease_lives_on(client, &key, lease).await?;
+                    say_deleted_while_waiting(&key, lease);
                     continue;
                 }
                 Err(e) if lock::is_transient(&e) => {
@@ -731,22 +738,36 @@ async fn granted(client: &mut Client, key: &str, lease: i64) -> Result<Option<Lo
             key: key.to_string(),
         }));
     }
-    // Gone: ask etcd whether the lease is, rather than guess.
+    lease_lives_on(client, key, lease).await?;
+    Ok(None)
+}
+
+/// Says that our queued `key` is gone while `lease` lives, and that we queue again.
+fn say_deleted_while_waiting(key: &str, lease: i64) {
+    println!(
+        "our key {key} was deleted while we waited, although lease {lease:016x} is alive: etcd removes \
+         the key of a lock call it sees cancelled, as when the connection broke; asking again, at the \
+         back of the queue"
+    );
+}
+
+/// Our lock `key` is gone: asks etcd whether `lease` is too, rather than guess, and fails if it is.
+async fn lease_lives_on(client: &mut Client, key: &str, lease: i64) -> Result<()> {
     let left = client
         .lease_time_to_live(lease, None)
         .await
         .with_context(|| {
-            format!("{key} vanished right after it was granted; ask etcd about lease {lease:016x}")
+            format!("{key} is gone from the queue; ask etcd about lease {lease:016x}")
         })?
         .ttl();
     if left <= 0 {
         bail!(
-            "{key} vanished right after it was granted: etcd says lease {lease:016x} no longer exists \
+            "{key} is gone from the queue: etcd says lease {lease:016x} no longer exists \
              (it expired or was revoked), and its keys went with it"
         );
     }
     debug!("{key} is gone, but lease {lease:016x} lives for {left}s more");
-    Ok(None)
+    Ok(())
 }
 
 /// Resolves once etcd deletes the lock key `held`, saying what etcd says about `lease` then. It watches the
@@ -756,7 +777,10 @@ async fn granted(client: &mut Client, key: &str, lease: i64) -> Result<Option<Lo
 async fn key_deleted(mut client: Client, held: &LockKey, lease: i64) -> String {
     let from = held.create_revision + 1;
     let options = WatchOptions::new().with_start_revision(from);
-    let deleted_at = match client.watch(held.key.as_str(), Some(options)).await {
+    let mut watch_client = client
+        .watch_client()
+        .max_decoding_message_size(etcd_connect::MAX_RESPONSE);
+    let deleted_at = match watch_client.watch(held.key.as_str(), Some(options)).await {
         Ok(mut events) => loop {
             match events.message().await {
                 Ok(Some(resp)) if !resp.canceled() => {

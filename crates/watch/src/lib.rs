@@ -34,9 +34,10 @@ use log::debug;
 /// message instead of spinning. Watch from a later revision, or raise the limit with
 /// [`ResumableWatch::with_max_response`].
 ///
-/// This is the one limit for every long-lived read and watch of the topics: the discovery topic's
-/// watcher repeats it as `discovery::MAX_RESPONSE` (each topic's `src/lib.rs` stays copyable on its own),
-/// and its `tests/steps.rs` fails if the two differ. Change both together.
+/// This is the one limit for every long-lived read and watch of the topics: the other topics' `main.rs`
+/// use `etcd_connect::MAX_RESPONSE`, and the discovery topic's watcher repeats it as
+/// `discovery::MAX_RESPONSE` (each topic's `src/lib.rs` stays copyable on its own);
+/// crates/etcd-connect/tests/limits.rs fails if the three differ. Change them together.
 pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
 /// A watch on a key (or a prefix) that remembers the next revision to ask for, so it can be opened again
