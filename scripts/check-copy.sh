@@ -9,6 +9,9 @@
 # unchanged, then `cargo check`. A lib.rs that reaches for the shared etcd-connect crate, another topic,
 # or a dependency or tokio feature its README does not name fails here. The scratch crates reuse the
 # workspace's Cargo.lock (same versions) and target directory, so dependencies are checked only once.
+# It runs online, as a reader's build would: the workspace builds etcd-client from vendor/, so on a fresh
+# machine cargo's cache has neither crates.io's etcd-client nor its build dependencies (offline, every
+# topic failed with "could not be found in registry index").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -61,9 +64,9 @@ EOF
   ok=true
   while IFS= read -r line; do
     # shellcheck disable=SC2086 # the README's line is split into words exactly as a shell would
-    (cd "$crate" && eval "${line/cargo add/cargo add --offline --quiet}") || { ok=false; break; }
+    (cd "$crate" && eval "${line/cargo add/cargo add --quiet}") || { ok=false; break; }
   done <<<"$adds"
-  if $ok && (cd "$crate" && cargo check --offline --quiet 2>&1); then
+  if $ok && (cd "$crate" && cargo check --quiet 2>&1); then
     echo "   ok: crates/$topic/src/lib.rs builds with only the dependencies its README names"
   else
     echo "check-copy: crates/$topic/src/lib.rs does not build from its README's dependencies alone" >&2
