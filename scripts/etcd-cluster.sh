@@ -70,9 +70,11 @@ and this state folder: run one at a time. Stop it first:
   $(self) down"
 }
 
-abandon_cluster() { # a new cluster that did not come up holds nothing: the next `cluster up` starts clean
-  cluster_down >/dev/null && rm -rf "$cluster_dir"
-  echo "etcd.sh: the new cluster did not come up; its members are stopped and its data wiped" >&2
+# A new cluster that did not come up holds nothing: kill its members (SIGTERM can hang on a silent peer), wipe it.
+abandon_cluster() {
+  local n
+  for n in 1 2 3; do kill -KILL "$(member_pid "$n")" 2>/dev/null || true; done
+  rm -rf "$cluster_dir" && echo "etcd.sh: the new cluster did not come up; its members are stopped and its data wiped" >&2
 }
 
 cluster_up() {

@@ -57,7 +57,7 @@ start_etcd() {
   mkdir -p "$dir"
   # setsid (or nohup, as on macOS): the member outlives this script and ignores a Ctrl-C in this terminal.
   command -v setsid >/dev/null 2>&1 && detach=setsid
-  "$detach" "${etcd[@]}" "$@" >"$dir/etcd.log" 2>&1 </dev/null &
+  "$detach" "${etcd[@]}" "$@" >"$dir/etcd.log" 2>&1 </dev/null & disown
   echo "$!" >"$dir/etcd.pid"
 }
 
@@ -142,8 +142,7 @@ It is the $kind port, which $var sets; free it, or move the member:"
 next_steps() {
   if [ "$client_port" = 2379 ]; then say "try: cargo run -p kv" && return 0; fi
   say "the examples and etcdctl use 127.0.0.1:2379 unless told otherwise; point them at this member:"
-  echo "  ETCD_ENDPOINTS=127.0.0.1:$client_port cargo run -p kv"
-  echo "  export ETCDCTL_ENDPOINTS=127.0.0.1:$client_port"
+  printf '  %s\n' "ETCD_ENDPOINTS=127.0.0.1:$client_port cargo run -p kv" "export ETCDCTL_ENDPOINTS=127.0.0.1:$client_port"
 }
 
 compose() { if docker compose version >/dev/null 2>&1; then docker compose -f "$compose_file" "$@"; else docker-compose -f "$compose_file" "$@"; fi; }
