@@ -35,10 +35,10 @@ state=$base default_port=2379 https="" label=etcd flag=""
 if $secure; then state="$base/secure" default_port=2479 https=https:// label="the secure etcd" flag=" --secure"; fi
 pidfile="$state/etcd.pid" log="$state/etcd.log" start_limit=30 # seconds to wait for a healthy member
 
-# ---- one etcd member ----
-# start_etcd DIR NAME CLIENT_URL PEER_URL INITIAL_CLUSTER [more flags]: starts etcd in the background with
-# its data in DIR/data, its log in DIR/etcd.log and its PID in DIR/etcd.pid. Every member starts here: the
-# plain one, the secure one (etcd-secure.sh adds TLS flags) and the cluster's three (etcd-cluster.sh).
+# ---- one etcd member: start_etcd DIR NAME CLIENT_URL PEER_URL INITIAL_CLUSTER [more flags] ----
+# starts etcd in the background, with its data, log and PID file in DIR. `scripts/etcd.sh up` runs
+#   start_etcd .etcd etcd-by-example http://127.0.0.1:2379 http://127.0.0.1:2380 etcd-by-example=http://127.0.0.1:2380
+# `up --secure` adds TLS flags (etcd-secure.sh), and each member of the cluster a token (etcd-cluster.sh).
 start_etcd() {
   local dir=$1 name=$2 client_url=$3 peer_url=$4 cluster=$5 detach=nohup
   local etcd=(
