@@ -120,7 +120,7 @@ pub fn free_port() -> u16 {
     let span = u64::from(high - low) + 1;
     for _ in 0..1000 {
         let port = low + (random() % span) as u16;
-        // The port after it too: scripts/etcd.sh takes the first free port after the client port for peers.
+        // The port after it too: scripts/etcd.sh takes the port after the client port for peers.
         if port_is_free(port) && port_is_free(port.saturating_add(1)) {
             return port;
         }

@@ -61,11 +61,11 @@ impl Script {
         run_script(self.command(port, args), args, SCRIPT_LIMIT).await
     }
 
-    /// `up`, which must succeed. Other tests pick free ports at the same time, so the peer port the script
-    /// saw free can be taken before etcd binds it: etcd then exits with "address already in use" before it
-    /// wrote anything, and this runs `up` again (at most three times), which chooses the peer port afresh.
-    /// The client port is the test's, so it stays. (Ports from free_port() are below the kernel's
-    /// ephemeral range, so no program's outgoing connection takes them meanwhile.)
+    /// `up`, which must succeed. Other tests probe free ports at the same time (free_port() binds each
+    /// one it tries for a moment), so one of this member's ports can be held just when etcd binds it: etcd
+    /// then exits with "address already in use" before it wrote anything, and this runs `up` again on the
+    /// same ports (at most three times). (Ports from free_port() are below the kernel's ephemeral range, so
+    /// no program's outgoing connection takes them meanwhile.)
     async fn up(&self) -> ScriptRun {
         let mut last = String::new();
         for _attempt in 0..3 {
@@ -175,26 +175,37 @@ async fn usage_without_a_command_is_the_header_comment_without_code() {
 
 #[tokio::test]
 async fn up_on_a_port_held_by_another_program_fails_with_a_complete_command() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+    // A port from free_port(), whose next port (the peer port) is free too: etcd fails on the client port.
+    let listener = TcpListener::bind(("127.0.0.1", free_port())).expect("a loopback listener");
     assert_up_refuses_a_taken_port(listener.local_addr().unwrap().port()).await;
     drop(listener);
 }
 
-/// `up` on client port `taken` fails, says the port is taken and prints a complete command on other
-/// ports, and starts nothing.
-async fn assert_up_refuses_a_taken_port(taken: u16) {
-    let script = Script::new(taken);
+/// `up` on client port `port` fails because port `taken` is: etcd's own "bind: address already in use",
+/// explained with the port, `which` port it is and the variable that sets it, and a complete command on
+/// other ports; nothing is left running. Returns the run.
+async fn assert_up_explains_a_taken_port(port: u16, taken: u16, which: &str) -> ScriptRun {
+    let script = Script::new(port);
     let run = script.run(&["up"]).await;
     assert_eq!(run.code, Some(1), "{}", run.all());
-    assert!(
-        run.stderr.contains(&format!(
-            "port {taken} is taken by something that is not etcd"
-        )),
-        "{}",
-        run.all()
-    );
+    for text in [
+        format!("etcd could not bind 127.0.0.1:{taken} (bind: address already in use)"),
+        format!("port {taken} is taken"),
+        which.to_string(),
+    ] {
+        assert!(run.stderr.contains(&text), "no {text:?} in:\n{}", run.all());
+    }
     assert_complete_other_ports_hint(&run.stderr, taken);
     assert_eq!(script.recorded_pid(), None, "nothing was started");
+    run
+}
+
+/// `up` on client port `taken` fails: no etcd answers there, and etcd cannot bind it.
+async fn assert_up_refuses_a_taken_port(taken: u16) {
+    let which = "It is the client port, which LOCAL_ETCD_PORT sets";
+    let run = assert_up_explains_a_taken_port(taken, taken, which).await;
+    let not_etcd = format!("port {taken} is taken by something that is not etcd");
+    assert!(run.stderr.contains(&not_etcd), "{}", run.all());
 }
 
 /// An open connection from 127.0.0.1:`local` (or from a port the kernel chooses, when `None`) to a
@@ -220,10 +231,10 @@ async fn connection_from(local: Option<u16>) -> (tokio::net::TcpStream, tokio::n
 
 #[tokio::test]
 async fn up_on_a_port_that_is_a_connections_local_end_fails_with_a_complete_command() {
-    // The kernel picks the local port, as for any program's outgoing connection. Nothing listens there,
-    // so a check that only looks for listeners took it for free, and etcd failed on it with "bind: address
-    // already in use", again on every retry.
-    let connection = connection_from(None).await;
+    // Nothing listens there, so a check that only looks for listeners would take it for free, yet etcd
+    // cannot bind it: the script reports etcd's own bind error. (The port is from free_port() so that
+    // the next one, the peer port, is free: the error is the client port's.)
+    let connection = connection_from(Some(free_port())).await;
     let taken = connection.0.local_addr().unwrap().port();
     assert!(
         TcpStream::connect(("127.0.0.1", taken)).is_err(),
@@ -233,35 +244,36 @@ async fn up_on_a_port_that_is_a_connections_local_end_fails_with_a_complete_comm
     drop(connection);
 }
 
-/// `up` on client port `port`, whose next port is taken, succeeds with a peer port other than both.
-async fn assert_up_skips_the_next_port(port: u16) {
-    let script = Script::new(port);
-    let run = script.up().await;
-    let peer = number_after(&run.stdout, "peer port ").expect("up says which peer port it chose");
+/// `up` on client port `port`, whose next port (the default peer port) is taken, fails, and the command
+/// it prints keeps the client port and moves the peer port.
+async fn assert_up_explains_a_taken_peer_port(port: u16) {
+    let which = "It is the peer port, which LOCAL_ETCD_PEER_PORT sets";
+    let run = assert_up_explains_a_taken_port(port, port + 1, which).await;
+    let hint = run.stderr.lines().find(|l| l.contains("LOCAL_ETCD_PORT="));
     assert!(
-        peer != port && peer != port + 1,
-        "peer port {peer}:\n{}",
+        hint.is_some_and(|l| number_after(l, "LOCAL_ETCD_PORT=") == Some(port)),
+        "the command keeps the client port {port}:\n{}",
         run.all()
     );
 }
 
 #[tokio::test]
-async fn up_skips_a_peer_port_that_is_a_connections_local_end() {
+async fn up_on_a_peer_port_that_is_a_connections_local_end_explains_the_bind_error() {
     // free_port() makes sure the port after it is free too; a connection then takes it.
     let port = free_port();
     let connection = connection_from(Some(port + 1)).await;
-    assert_up_skips_the_next_port(port).await;
+    assert_up_explains_a_taken_peer_port(port).await;
     drop(connection);
 }
 
 #[tokio::test]
-async fn up_with_only_a_client_port_chooses_the_peer_port_and_prints_the_endpoints() {
+async fn up_with_only_a_client_port_uses_the_next_port_for_peers_and_prints_the_endpoints() {
     let port = free_port();
     let script = Script::new(port);
 
     let run = script.up().await;
-    let peer = number_after(&run.stdout, "peer port ").expect("up says which peer port it chose");
-    assert_ne!(peer, port);
+    let peer = number_after(&run.stdout, "peer port ").expect("up says which peer port it uses");
+    assert_eq!(peer, port + 1, "the peer port is the client port + 1");
     assert!(
         TcpStream::connect(("127.0.0.1", peer)).is_ok(),
         "etcd listens on the peer port it announced:\n{}",
@@ -302,17 +314,15 @@ async fn up_with_only_a_client_port_chooses_the_peer_port_and_prints_the_endpoin
 }
 
 #[tokio::test]
-async fn up_skips_a_taken_peer_port_when_none_is_given() {
+async fn up_on_a_peer_port_held_by_another_program_explains_the_bind_error() {
     // A client port whose next port we can hold with a plain listener.
     let (port, blocker) = loop {
         let port = free_port();
-        if port < u16::MAX {
-            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port + 1)) {
-                break (port, listener);
-            }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port + 1)) {
+            break (port, listener);
         }
     };
-    assert_up_skips_the_next_port(port).await;
+    assert_up_explains_a_taken_peer_port(port).await;
     drop(blocker);
 }
 

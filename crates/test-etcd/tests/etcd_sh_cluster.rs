@@ -4,7 +4,7 @@
 //! ends, then SIGKILLs any PID still recorded, so no member is left running even when a test fails.
 
 use std::collections::HashSet;
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -499,4 +499,50 @@ async fn cluster_down_is_idempotent() {
         "{}",
         status.all()
     );
+}
+
+#[tokio::test]
+async fn cluster_up_on_a_taken_port_explains_the_bind_error_and_leaves_nothing_behind() {
+    let cluster = Cluster::new();
+    // Another program holds member 2's peer port: etcd exits with "bind: address already in use".
+    let taken = cluster.peer[1];
+    let holder = TcpListener::bind(("127.0.0.1", taken)).expect("the free port can be bound");
+    let run = cluster.run(&["cluster", "up"]).await;
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    let explained = format!(
+        "member 2 cannot start: etcd could not bind 127.0.0.1:{taken} (bind: address already in use)"
+    );
+    assert!(run.stderr.contains(&explained), "{}", run.all());
+    // The whole command for other ports: six of them, none the taken one.
+    let command = run
+        .stderr
+        .lines()
+        .find(|l| {
+            l.contains("LOCAL_CLUSTER_CLIENT_PORTS=") && l.trim_end().ends_with(" cluster up")
+        })
+        .unwrap_or_else(|| panic!("no command for other ports in:\n{}", run.all()));
+    let ports: Vec<u16> = ["LOCAL_CLUSTER_CLIENT_PORTS=", "LOCAL_CLUSTER_PEER_PORTS="]
+        .iter()
+        .flat_map(|var| {
+            let list = command.split(var).nth(1).and_then(|r| r.split(' ').next());
+            list.unwrap_or_default()
+                .split(',')
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u16>>()
+        })
+        .collect();
+    assert_eq!(ports.len(), 6, "{command}");
+    assert!(!ports.contains(&taken), "{command}");
+    // The new cluster that did not come up is stopped and wiped, so the next `cluster up` starts clean.
+    assert!(
+        run.stderr.contains("the new cluster did not come up"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        !cluster.dir.path().join("cluster").exists(),
+        "{}",
+        run.all()
+    );
+    drop(holder);
 }

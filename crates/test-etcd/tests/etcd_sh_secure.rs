@@ -544,18 +544,22 @@ async fn plain_and_secure_members_run_side_by_side_in_one_state_directory() {
 
 #[tokio::test]
 async fn up_secure_on_a_taken_port_fails_with_a_command_for_other_ports() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+    // A port from free_port(), whose next port (the peer port) is free too: etcd fails on the client port.
+    let listener = TcpListener::bind(("127.0.0.1", free_port())).expect("a loopback listener");
     let script = Script::new();
     script.port.set(listener.local_addr().unwrap().port());
 
     let run = script.run(&["up", "--secure"]).await;
     assert_eq!(run.code, Some(1), "{}", run.all());
-    assert!(
-        run.stderr
-            .contains(&format!("port {} is taken", script.port())),
-        "{}",
-        run.all()
-    );
+    for text in [
+        format!(
+            "etcd could not bind 127.0.0.1:{} (bind: address already in use)",
+            script.port()
+        ),
+        format!("port {} is taken", script.port()),
+    ] {
+        assert!(run.stderr.contains(&text), "no {text:?} in:\n{}", run.all());
+    }
     assert!(
         run.stderr
             .lines()
