@@ -61,7 +61,7 @@ impl Drop for Kept {
 /// The lock this file's key belongs to.
 const NAME: &str = "/faults/lock";
 
-/// The driver for `lock::Session`, as `src/main.rs` (`contend`) runs it: grant a lease, start a session on
+/// The driver for `lock::Session`, as `src/contender.rs` (`contend`) runs it: grant a lease, start a session on
 /// it, lock with the lease, and wait on `session.lost()`. The lock key `<NAME>/<lease>` is the key on the
 /// lease. `lost()` only says why in words, so the words decide between gone and lost.
 async fn keep(etcd: &TestEtcd, ttl: i64) -> Kept {
