@@ -1,4 +1,4 @@
-//! The command line of `cargo run -p election`. Kept apart from `main.rs`, which is about etcd.
+//! The command line of `cargo run -p election`. Kept apart from the programs, which are about etcd.
 
 use std::time::Duration;
 

@@ -2,9 +2,10 @@
 //! with, and a leader query that tells "nobody leads" from a failure.
 //!
 //! Every other call of the topic (`lease_grant`, `campaign`, `proclaim`, `leader`, `observe`, `resign`,
-//! `lease_revoke`) is one `etcd-client` call, and `src/main.rs` makes it at the step that explains it. This
-//! file depends only on `etcd-client`, `tokio`, `anyhow` and `log`, so it can be copied into a service as is
-//! (see the topic README, "Use it in your project").
+//! `lease_revoke`) is one `etcd-client` call, and `src/main.rs` (the demo), `src/candidate.rs` or
+//! `src/observer.rs` makes it at the step that explains it. This file depends only on `etcd-client`,
+//! `tokio`, `anyhow` and `log`, so it can be copied into a service as is (see the topic README, "Use it in
+//! your project").
 //!
 //! How etcd's election works, in three sentences. Every candidate writes a key `<name>/<its lease id in
 //! hex>` attached to its lease, with its value (its address, its ID); the key with the lowest create

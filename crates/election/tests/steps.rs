@@ -1,5 +1,5 @@
 //! The items of src/lib.rs (`Session`, `current_leader`) in-process, against a throwaway etcd, together
-//! with the etcd-client election calls main.rs makes around them, and what the README says about them.
+//! with the etcd-client election calls the programs make around them, and what the README says about them.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use test_etcd::{eventually, get_value, keys_under, lease_ids, lease_of, TestEtcd
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A lease of `ttl` seconds and a session renewing it, as main.rs starts one.
+/// A lease of `ttl` seconds and a session renewing it, as the demo and the candidate start one.
 async fn start_session(client: &mut Client, ttl: i64) -> Session {
     let grant = client.lease_grant(ttl, None).await.unwrap();
     Session::start(client, grant.id(), grant.ttl())
@@ -112,7 +112,7 @@ async fn nobody_leading_is_none_for_current_leader_and_an_unknown_error_for_lead
     end(&mut client, session).await;
 }
 
-/// The waiter's retry in main.rs: campaigning again with the same lease finds the key and keeps its
+/// The waiter's retry in candidate.rs: campaigning again with the same lease finds the key and keeps its
 /// create revision, so a candidate whose campaign call broke with an etcd restart (the server side of the
 /// first call is gone, its key is not) keeps its place in the line. Here the first call is still in
 /// flight when the second is made, which is what the second call sees after such a restart.
