@@ -1,4 +1,5 @@
-//! The command line of `cargo run -p discovery`. Kept apart from `main.rs`, which is about etcd.
+//! The command line of `cargo run -p discovery`. Kept apart from the programs (`main.rs`, `register.rs`,
+//! `watcher.rs`), which are about etcd.
 
 use anyhow::{bail, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};

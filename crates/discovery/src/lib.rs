@@ -10,10 +10,10 @@
 //! Each change the watch reports updates the set; a watch broken by an etcd restart is opened again from
 //! the revision after the last change applied.
 //!
-//! `src/main.rs` makes each `etcd-client` call of the topic itself, where it explains it (its `register`
-//! and `watch` subcommands); this file packs the same for a service. It depends only on `etcd-client`,
-//! `tokio`, `anyhow` and `log`, so it can be copied into a service as is (see the topic README, "Use it in
-//! your project").
+//! The `register` and `watch` subcommands (`src/register.rs`, `src/watcher.rs`) make each `etcd-client`
+//! call of the topic themselves, where they explain it; this file packs the same for a service. It
+//! depends only on `etcd-client`, `tokio`, `anyhow` and `log`, so it can be copied into a service as is
+//! (see the topic README, "Use it in your project").
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -475,9 +475,9 @@ impl Drop for Registration {
 /// the revision after the last change applied, with growing pauses) and compaction (the set is read
 /// again, and watched from right after that read).
 ///
-/// The building blocks are public too, for a loop of your own (`src/main.rs` has one): [`load`](Self::load)
-/// a GET, [`apply`](Self::apply) each watch response, and [`open`](Self::open) or [`reload`](Self::reload)
-/// the watch when it breaks or its history was compacted.
+/// The building blocks are public too, for a loop of your own (`src/watcher.rs` has one):
+/// [`load`](Self::load) a GET, [`apply`](Self::apply) each watch response, and [`open`](Self::open) or
+/// [`reload`](Self::reload) the watch when it breaks or its history was compacted.
 #[derive(Debug)]
 pub struct InstanceWatch {
     prefix: String,

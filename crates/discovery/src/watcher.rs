@@ -1,0 +1,189 @@
+//! `discovery watch`: the client's side. It reads the instances of a service with one GET, watches their
+//! prefix from that read's revision + 1, and prints the whole set after every change, until Ctrl-C or
+//! SIGTERM. Each `etcd-client` call is made here, at the step that explains it. Run it with:
+//!
+//! ```text
+//! cargo run -p discovery -- watch --service api
+//! ```
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use discovery::{InstanceWatch, MAX_RESPONSE};
+use etcd_client::{Client, GetOptions, WatchOptions, WatchStream};
+use etcd_connect::Shutdown;
+use log::debug;
+
+use crate::cli::{self, WatchArgs};
+use crate::instances_line;
+
+pub async fn watch(
+    client: Client,
+    args: &cli::Args,
+    flags: &WatchArgs,
+    prefix: &str,
+    shutdown: &mut Shutdown,
+) -> Result<()> {
+    let service = flags.service.as_str();
+    // The trailing `/` matters: without it, the service `api` would also see the instances of `api2`.
+    let dir = format!("{prefix}/{service}/");
+    // Every call to etcd below is bounded by this, so a dead or stuck etcd cannot hang the watcher.
+    let timeout = args.connect.dial_timeout;
+    // The set, and the revision it is as of. `InstanceWatch` (src/lib.rs) keeps both, applies each change,
+    // and re-opens the watch in step 4; steps 1 and 2 make its first read and watch here, in the open.
+    let mut instances = InstanceWatch::new(dir.as_str());
+
+    // 1. Read the instances there are now: one GET of every key under the prefix. A GET is a snapshot of
+    //    the whole store at one revision, given in the reply's header. Through a kv client whose reply
+    //    limit is raised to MAX_RESPONSE (src/lib.rs): `client.get` keeps etcd-client's 4 MiB, and sixty
+    //    instances with 100 kB values are more than that.
+    let mut kv_client = client.kv_client().max_decoding_message_size(MAX_RESPONSE);
+    let got = tokio::time::timeout(
+        timeout,
+        kv_client.get(dir.as_str(), Some(GetOptions::new().with_prefix())),
+    )
+    .await
+    .with_context(|| format!("etcd did not answer within {timeout:?}"))?
+    .with_context(|| format!("read the instances under {dir}"))?;
+    let read_at = got.header().map_or(0, |h| h.revision());
+    instances.load(&got);
+    println!(
+        "1. read {dir} at revision {read_at}: {} instance(s)",
+        got.count()
+    );
+    let mut shown = instances.instances().clone();
+    println!("{}", instances_line(service, &shown));
+
+    // 2. Watch the prefix from the read's revision + 1. A watch "from now" would open a little later
+    //    than the read, and an instance that registered in between would be in neither. With an explicit
+    //    start revision, etcd replays every change after the read, however late the watch opens.
+    let from = read_at + 1;
+    //    The watch too gets the raised limit: a resume after a restart replays every change made
+    //    meanwhile, up to 1,000 revisions in one response.
+    let options = WatchOptions::new().with_prefix().with_start_revision(from);
+    let mut watch_client = client
+        .watch_client()
+        .max_decoding_message_size(MAX_RESPONSE);
+    let mut stream = tokio::time::timeout(timeout, watch_client.watch(dir.as_str(), Some(options)))
+        .await
+        .with_context(|| format!("etcd did not answer within {timeout:?}"))?
+        .with_context(|| format!("watch {dir}"))?;
+    //    `watch` returns once the stream is open; the watch exists when etcd answers `created` on it.
+    let created = tokio::time::timeout(timeout, stream.message())
+        .await
+        .with_context(|| format!("etcd did not confirm the watch within {timeout:?}"))?
+        .with_context(|| format!("watch {dir}"))?
+        .ok_or_else(|| anyhow!("etcd closed the stream before confirming the watch on {dir}"))?;
+    if created.canceled() {
+        bail!(
+            "etcd refused the watch on {dir}: {}",
+            created.cancel_reason()
+        );
+    }
+    let mut watch_id = created.watch_id();
+    println!(
+        "2. watching {dir} from revision {from}, right after the read, so no change in between is missed; \
+         Ctrl-C to stop"
+    );
+
+    let retrying = |attempt: u32, error: &anyhow::Error, pause: Duration| {
+        debug!("attempt {attempt}: {error:#}");
+        println!(
+            "   etcd is not back yet (attempt {attempt}); trying again in {:.1}s",
+            pause.as_secs_f64()
+        );
+    };
+    loop {
+        // 3. Apply each change to the set, and print the whole set when it changed. One message can carry
+        //    several events (all the changes of one transaction): the set is printed once for them.
+        let message = tokio::select! {
+            signal = shutdown.recv() => return stop(stream, watch_id, signal, timeout).await,
+            message = stream.message() => message,
+        };
+        let lost = match message {
+            Ok(Some(response)) if !response.canceled() => {
+                if instances.apply(&response) && instances.instances() != &shown {
+                    shown = instances.instances().clone();
+                    println!("{}", instances_line(service, &shown));
+                }
+                continue;
+            }
+            // 4a. etcd canceled the watch because the revision to resume from was compacted away: those
+            //     changes cannot be replayed. Read the set again, and watch from right after that read.
+            Ok(Some(response)) if response.compact_revision() > 0 => {
+                println!(
+                    "revision {} was compacted away; reading {dir} again",
+                    instances.next_revision().unwrap_or(0)
+                );
+                let reloaded = tokio::select! {
+                    signal = shutdown.recv() => {
+                        println!("stopped ({signal}) while reading again; no watch was open to cancel");
+                        return Ok(());
+                    }
+                    reloaded = instances.reload(&client, timeout, retrying) => reloaded?,
+                };
+                (stream, watch_id) = (reloaded.stream, reloaded.watch_id);
+                if instances.instances() != &shown {
+                    shown = instances.instances().clone();
+                    println!("{}", instances_line(service, &shown));
+                }
+                continue;
+            }
+            Ok(Some(response)) => {
+                bail!(
+                    "etcd canceled the watch on {dir}: {}",
+                    response.cancel_reason()
+                )
+            }
+            Ok(None) => "etcd closed the stream".to_string(),
+            Err(e) if discovery::is_permanent(&e) => {
+                return Err(anyhow!(e).context(format!("watch {dir}")))
+            }
+            Err(e) => etcd_connect::explain(&e),
+        };
+
+        // 4b. The stream broke: etcd restarted, the network dropped. The client connects again by itself
+        //     once etcd is back, but a watch stream is not re-opened for us. `InstanceWatch::open` opens a
+        //     new one from the revision after the last change applied, with growing pauses, each try
+        //     bounded by --dial-timeout; changes made meanwhile come first, none twice.
+        println!("lost the connection to etcd ({lost}); reconnecting");
+        let reopened = tokio::select! {
+            signal = shutdown.recv() => {
+                println!("stopped ({signal}) while reconnecting; no watch was open to cancel");
+                return Ok(());
+            }
+            reopened = instances.open(&client, timeout, retrying) => reopened?,
+        };
+        (stream, watch_id) = (reopened.stream, reopened.watch_id);
+        println!(
+            "reconnected: resumed from revision {}",
+            instances.next_revision().unwrap_or(0)
+        );
+    }
+}
+
+/// 5. Cancel the watch on the server, so etcd stops tracking it, then exit 0.
+///
+/// `cancel` only queues the request on the stream; waiting for etcd's `canceled` answer proves it dropped
+/// the watch. The wait is bounded: an unconfirmed cancel is harmless, as etcd drops a watch when its
+/// stream closes.
+async fn stop(mut stream: WatchStream, watch_id: i64, why: &str, timeout: Duration) -> Result<()> {
+    let confirmed = tokio::time::timeout(timeout, async {
+        stream.cancel(watch_id).await.ok()?;
+        loop {
+            match stream.message().await {
+                Ok(Some(r)) if r.canceled() && r.watch_id() == watch_id => return Some(()),
+                // Changes that were already on their way; we have stopped, so they are dropped.
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    })
+    .await;
+    if let Ok(Some(())) = confirmed {
+        println!("stopped ({why}): watch {watch_id} canceled on the server");
+    } else {
+        println!("stopped ({why}): etcd did not confirm the cancel; it drops the watch when we disconnect");
+    }
+    Ok(())
+}
