@@ -12,6 +12,8 @@
 //!
 //! The subcommands mirror etcd's own `benchmark` tool (tools/benchmark in etcd's repository), with the
 //! same flags and the same `Summary:` lines, so the two compare like for like (`scripts/bench-compare.sh`).
+//! Each is a file of its own beside this one (`put.rs`, `range.rs`, `txn_put.rs`, `lease_keepalive.rs`,
+//! `watch_latency.rs`); this file is the four ways and the worker loops they share.
 //!
 //! Run it (with an etcd from `scripts/etcd.sh up`):
 //!
@@ -31,6 +33,13 @@
 //! `--clients 64`; on a 2-core machine shared with etcd, watch `top` while it runs.
 
 mod cli;
+mod keys;
+mod lease_keepalive;
+mod put;
+mod range;
+mod shared;
+mod txn_put;
+mod watch_latency;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -44,7 +53,13 @@ use etcd_client::{Client, DeleteOptions, GetOptions, Txn, TxnOp};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinSet;
 
-use cli::{Command, Load, Runtime};
+use cli::{Command, Runtime};
+use keys::Keys;
+use lease_keepalive::lease_keepalive;
+use put::put;
+use range::range;
+use txn_put::txn_put;
+use watch_latency::watch_latency;
 
 // Runtime flavor. One thread (current_thread) by default, for a reason particular to a load generator that
 // shares its machine with etcd: every CPU cycle the client spends is one etcd cannot, and a multi-thread
@@ -199,247 +214,6 @@ async fn four_ways(
 }
 
 // ---------------------------------------------------------------------------------------------------
-// The subcommands, as etcd's `benchmark` tool has them.
-// ---------------------------------------------------------------------------------------------------
-
-async fn put(a: cli::PutArgs, shutdown: &mut etcd_connect::Shutdown) -> Result<()> {
-    let load = &a.load;
-    let keys = Keys::new(
-        &load.prefix,
-        a.key_size,
-        a.key_space_size,
-        a.sequential_keys,
-    )?;
-    let Some(conns) = setup(load, shutdown).await? else {
-        return Ok(());
-    };
-    println!(
-        "bench put: {} puts, {}-byte values, {} key(s) under {}, {} client(s) over {} connection(s)",
-        a.total, a.val_size, a.key_space_size, load.prefix, load.clients, load.conns
-    );
-    // Allocation per request: the value is built once; each request gets a copy, because `put` takes
-    // its arguments by value (`impl Into<Vec<u8>>`) to move them into the protobuf message.
-    let value = vec![b'v'; a.val_size as usize];
-    let work = drive_puts(&conns, load.clients, a.total, &keys, &value);
-    finish(load, &conns, work, shutdown, "puts").await
-}
-
-async fn range(a: cli::RangeArgs, shutdown: &mut etcd_connect::Shutdown) -> Result<()> {
-    let load = &a.load;
-    let Some(conns) = setup(load, shutdown).await? else {
-        return Ok(());
-    };
-    let serializable = a.consistency == "s";
-    println!(
-        "bench range: {} {} reads of {}, {} client(s) over {} connection(s)",
-        a.total,
-        if serializable {
-            "serializable"
-        } else {
-            "linearizable"
-        },
-        a.key,
-        load.clients,
-        load.conns
-    );
-    let key = a.key.into_bytes();
-    let work = drive(&conns, load.clients, a.total, |_, mut client, mut next| {
-        let key = key.clone();
-        async move {
-            // `--consistency l` (the default) is linearizable: the member asks the leader for its commit
-            // index and waits to catch up, a round of messages per read (batched under load).
-            // `s` is serializable: the member answers from its own copy at once, which may be slightly
-            // stale on a follower. On a one-member cluster both see the same data; only the cost differs.
-            let options = serializable.then(|| GetOptions::new().with_serializable());
-            let mut latencies = Vec::with_capacity(next.share());
-            while next.claim() {
-                let started = Instant::now();
-                client.get(key.clone(), options.clone()).await?;
-                latencies.push(started.elapsed());
-            }
-            Ok(latencies)
-        }
-    });
-    finish(load, &conns, work, shutdown, "reads").await
-}
-
-async fn txn_put(a: cli::TxnPutArgs, shutdown: &mut etcd_connect::Shutdown) -> Result<()> {
-    let load = &a.load;
-    // Keys 0..total: a transaction may not write one key twice, so every key is distinct.
-    let keys = Keys::new(&load.prefix, a.key_size, a.total, true)?;
-    // etcd refuses a request over its --max-request-bytes (in gRPC's words, "received message larger than
-    // max"), whatever --max-txn-ops allows: check the largest transaction before connecting.
-    let ops = u64::from(a.txn_ops).min(a.total);
-    let key_bytes = (load.prefix.len() + a.key_size as usize) as u64;
-    let bytes = txn_request_bytes(ops, key_bytes, u64::from(a.val_size));
-    if bytes > a.max_request_bytes {
-        bail!(
-            "one transaction of {ops} puts of {key_bytes}-byte keys and {}-byte values is {bytes} bytes, \
-             over the {} bytes etcd accepts in one request (its --max-request-bytes, 1.5 MiB by default): \
-             lower --txn-ops or --val-size (or, for an etcd started with a higher limit, pass that as \
-             --max-request-bytes)",
-            a.val_size,
-            a.max_request_bytes
-        );
-    }
-    let Some(conns) = setup(load, shutdown).await? else {
-        return Ok(());
-    };
-    let txns = a.total.div_ceil(u64::from(a.txn_ops));
-    println!(
-        "bench txn-put: {} puts in {txns} transactions of up to {} puts, {} client(s) over {} connection(s)",
-        a.total, a.txn_ops, load.clients, load.conns
-    );
-    let value = vec![b'v'; a.val_size as usize];
-    let work = drive_txns(&conns, load.clients, a.total, a.txn_ops, &keys, &value);
-    finish(load, &conns, work, shutdown, "transactions").await
-}
-
-/// The encoded size of a transaction of `ops` PUTs with `key`-byte keys and `value`-byte values: what etcd
-/// measures against --max-request-bytes. In protobuf, a `bytes` or message field costs a one-byte tag, its
-/// length as a varint, then its content; each PUT is a `PutRequest` (key, value) inside a `RequestOp`
-/// inside the `TxnRequest`'s `success` list, and an empty value is left out.
-fn txn_request_bytes(ops: u64, key: u64, value: u64) -> u64 {
-    fn field(len: u64) -> u64 {
-        // A varint holds 7 bits per byte.
-        let bits = 64 - u64::from((len | 1).leading_zeros());
-        1 + bits.div_ceil(7) + len
-    }
-    let put = field(key) + if value > 0 { field(value) } else { 0 };
-    ops * field(field(put))
-}
-
-/// TTL of the leases `lease-keepalive` renews: long enough never to expire during a run.
-const BENCH_LEASE_TTL: i64 = 60;
-
-async fn lease_keepalive(a: cli::LeaseArgs, shutdown: &mut etcd_connect::Shutdown) -> Result<()> {
-    let load = &a.load;
-    let Some(conns) = setup(load, shutdown).await? else {
-        return Ok(());
-    };
-    // One lease per client, as etcd's tool does; granted before the clock starts, revoked at the end
-    // (also on Ctrl-C), so the run leaves no lease behind.
-    let mut leases = Vec::with_capacity(load.clients as usize);
-    for i in 0..load.clients as usize {
-        let mut client = conns[i % conns.len()].clone();
-        let granted = client
-            .lease_grant(BENCH_LEASE_TTL, None)
-            .await
-            .context("grant a lease")?;
-        leases.push(granted.id());
-    }
-    println!(
-        "bench lease-keepalive: {} renewals of {} lease(s), {} client(s) over {} connection(s)",
-        a.total,
-        leases.len(),
-        load.clients,
-        load.conns
-    );
-    let ids = leases.clone();
-    let work = drive(
-        &conns,
-        load.clients,
-        a.total,
-        move |worker, mut client, mut next| {
-            let id = ids[worker];
-            async move {
-                // `lease_keep_alive` opens ONE bidirectional stream; each renewal is then a message out and a
-                // message back on it. (Go's tool calls `KeepAliveOnce`, which opens a stream per renewal.)
-                let (mut keeper, mut replies) = client.lease_keep_alive(id).await?;
-                let mut latencies = Vec::with_capacity(next.share());
-                while next.claim() {
-                    let started = Instant::now();
-                    keeper.keep_alive().await?;
-                    match replies.message().await? {
-                        Some(reply) if reply.ttl() > 0 => {}
-                        _ => bail!("lease {id:x} is gone: etcd answered the renewal with TTL 0"),
-                    }
-                    latencies.push(started.elapsed());
-                }
-                Ok(latencies)
-            }
-        },
-    );
-    let outcome = measure_or_stop(work, shutdown, "renewals", load.connect.dial_timeout).await;
-    let mut client = conns[0].clone();
-    let revoked = revoke(&mut client, &leases, load.connect.dial_timeout).await?;
-    outcome?;
-    println!("revoked the {revoked} lease(s) it granted");
-    Ok(())
-}
-
-async fn watch_latency(a: cli::WatchArgs, shutdown: &mut etcd_connect::Shutdown) -> Result<()> {
-    let load = &a.load;
-    let Some(conns) = setup(load, shutdown).await? else {
-        return Ok(());
-    };
-    let mut client = conns[0].clone();
-    let key = format!("{}watch-latency", load.prefix);
-    println!(
-        "bench watch-latency: {} puts to {key}, each timed until its watch event arrives",
-        a.put_total
-    );
-    let value = vec![b'v'; a.val_size as usize];
-    // The watch is opened first and confirmed ("created") before the clock starts.
-    let mut stream = client
-        .watch_client()
-        .max_decoding_message_size(etcd_connect::MAX_RESPONSE)
-        .watch(key.as_str(), None)
-        .await
-        .with_context(|| format!("watch {key}"))?;
-    stream
-        .message()
-        .await
-        .context("wait for the watch to start")?;
-    let total = a.put_total;
-    let work = async {
-        let started = Instant::now();
-        let mut latencies = Vec::with_capacity(total as usize);
-        let bar = progress_bar(total);
-        for _ in 0..total {
-            if stopping() {
-                break;
-            }
-            let sent = Instant::now();
-            // The put and the wait for its event run together: the event can arrive before the put's
-            // own reply. Latency is from sending the put to receiving the event with its revision.
-            let mut put_client = client.clone();
-            let (put, first) =
-                tokio::join!(put_client.put(key.as_str(), value.clone(), None), async {
-                    (stream.message().await, Instant::now())
-                });
-            let revision = put?.header().map_or(0, |h| h.revision());
-            let (mut message, mut seen) = first;
-            loop {
-                let response = message?.context("the watch stream ended")?;
-                if response
-                    .events()
-                    .iter()
-                    .any(|e| e.kv().is_some_and(|kv| kv.mod_revision() == revision))
-                {
-                    break;
-                }
-                message = stream.message().await;
-                seen = Instant::now();
-            }
-            latencies.push(seen - sent);
-            if let Some(bar) = &bar {
-                bar.inc(1);
-            }
-        }
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        Ok(Summary::new(latencies, started.elapsed()))
-    };
-    let outcome = measure_or_stop(work, shutdown, "watch events", load.connect.dial_timeout).await;
-    let deleted = delete_prefix(&mut client, &load.prefix, load.connect.dial_timeout).await?;
-    outcome?;
-    println!("deleted the {deleted} keys written under {}", load.prefix);
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------------
 // The worker loops: where the requests are made.
 // ---------------------------------------------------------------------------------------------------
 
@@ -576,93 +350,29 @@ impl Next {
     }
 }
 
-/// The keys a run writes: `<prefix>` then a `key_size`-digit zero-padded number, `0..space`.
-/// Printable (unlike the Go tool's binary keys), so `etcdctl get --prefix /bench/` shows them.
-#[derive(Clone)]
-struct Keys {
-    buffer: Vec<u8>,
-    digits: usize,
-    space: u64,
-    sequential: bool,
-    random: u64,
-}
-
-impl Keys {
-    fn new(prefix: &str, key_size: u32, space: u64, sequential: bool) -> Result<Keys> {
-        let digits = key_size as usize;
-        if digits < 20 && 10u64.pow(digits as u32) < space {
-            bail!("--key-size {key_size} has room for 10^{key_size} keys, fewer than --key-space-size {space}");
+/// A progress bar on stderr, shown only once a run has lasted a second, and never when stderr is not a
+/// terminal (a pipe, a CI log, a test): `None` then, so the hot path skips it.
+fn progress_bar(total: u64) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}") {
+        bar.set_style(style);
+    }
+    let later = bar.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if !later.is_finished() {
+            later.set_draw_target(ProgressDrawTarget::stderr());
         }
-        let mut buffer = prefix.as_bytes().to_vec();
-        buffer.resize(prefix.len() + digits, b'0');
-        Ok(Keys {
-            buffer,
-            digits,
-            space,
-            sequential,
-            random: 0,
-        })
-    }
-
-    /// This worker's copy, with its own buffer and random sequence.
-    fn for_worker(&self, worker: usize) -> Keys {
-        // A tiny xorshift generator, seeded from the clock and the worker number: enough to pick keys,
-        // and no `rand` dependency.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.subsec_nanos() as u64);
-        let mut keys = self.clone();
-        keys.random = (nanos ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
-        keys
-    }
-
-    /// The key for request number `n`: key `n` with --sequential-keys (so the workers together write
-    /// 0, 1, 2, ... as etcd's tool does), otherwise a random one from the worker's own generator.
-    fn key_for(&mut self, n: u64) -> &[u8] {
-        let i = if self.sequential {
-            n
-        } else {
-            self.random ^= self.random << 13;
-            self.random ^= self.random >> 7;
-            self.random ^= self.random << 17;
-            self.random
-        };
-        self.key(i)
-    }
-
-    /// Key number `i % space`, written into the reused buffer.
-    fn key(&mut self, i: u64) -> &[u8] {
-        let mut n = i % self.space;
-        let end = self.buffer.len();
-        for slot in self.buffer[end - self.digits..].iter_mut().rev() {
-            *slot = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        &self.buffer
-    }
+    });
+    Some(bar)
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Setup, reporting and cleanup, shared by the subcommands.
+// Connecting, claiming the prefix and cleaning up.
 // ---------------------------------------------------------------------------------------------------
-
-/// Connects (K connections), checks the flags against each other, and claims the prefix.
-/// `None` when a signal arrived first.
-async fn setup(load: &Load, shutdown: &mut etcd_connect::Shutdown) -> Result<Option<Vec<Client>>> {
-    if load.conns > load.clients {
-        bail!(
-            "--conns {} is more than --clients {}: each connection needs at least one client to use it",
-            load.conns,
-            load.clients
-        );
-    }
-    let Some(conns) = connect_or_stop(&load.connect, load.conns, shutdown).await? else {
-        return Ok(None);
-    };
-    let mut client = conns[0].clone();
-    claim_prefix(&mut client, &load.prefix).await?;
-    Ok(Some(conns))
-}
 
 /// `count` separate connections. One `Client` is one HTTP/2 connection (a tonic `Channel`); its clones
 /// share it. HTTP/2 window sizes are tonic settings that etcd-client 0.21's `ConnectOptions` does not
@@ -733,80 +443,4 @@ async fn delete_prefix(client: &mut Client, prefix: &str, limit: Duration) -> Re
     .with_context(|| format!("delete the keys under {prefix}: no answer within {limit:?}"))?
     .with_context(|| format!("delete the keys under {prefix}"))?;
     Ok(deleted.deleted())
-}
-
-/// Revokes `leases`, each within `limit`; returns how many were revoked.
-async fn revoke(client: &mut Client, leases: &[i64], limit: Duration) -> Result<usize> {
-    for &id in leases {
-        tokio::time::timeout(limit, client.lease_revoke(id))
-            .await
-            .with_context(|| format!("revoke lease {id:x}: no answer within {limit:?}"))?
-            .with_context(|| format!("revoke lease {id:x}"))?;
-    }
-    Ok(leases.len())
-}
-
-/// Runs the measured work unless a signal comes first, then prints etcd's summary lines.
-async fn measure_or_stop(
-    work: impl std::future::Future<Output = Result<Summary>>,
-    shutdown: &mut etcd_connect::Shutdown,
-    what: &str,
-    limit: Duration,
-) -> Result<()> {
-    tokio::pin!(work);
-    let summary = tokio::select! {
-        summary = &mut work => summary?,
-        signal = shutdown.recv() => {
-            println!("{signal}: stopping and cleaning up");
-            stop_and_drain(work, limit).await;
-            return Ok(());
-        }
-    };
-    print!("{}", summary.render());
-    println!(
-        "\n{} {what}: p50 {:.1?}, p90 {:.1?}, p99 {:.1?}, p99.9 {:.1?}, slowest {:.1?}",
-        summary.count(),
-        summary.percentile(50.0),
-        summary.percentile(90.0),
-        summary.percentile(99.0),
-        summary.percentile(99.9),
-        summary.slowest()
-    );
-    Ok(())
-}
-
-/// Measures, then deletes the prefix (also after an error or a signal).
-async fn finish(
-    load: &Load,
-    conns: &[Client],
-    work: impl std::future::Future<Output = Result<Summary>>,
-    shutdown: &mut etcd_connect::Shutdown,
-    what: &str,
-) -> Result<()> {
-    let outcome = measure_or_stop(work, shutdown, what, load.connect.dial_timeout).await;
-    let mut client = conns[0].clone();
-    let deleted = delete_prefix(&mut client, &load.prefix, load.connect.dial_timeout).await?;
-    outcome?;
-    println!("deleted the {deleted} keys written under {}", load.prefix);
-    Ok(())
-}
-
-/// A progress bar on stderr, shown only once a run has lasted a second, and never when stderr is not a
-/// terminal (a pipe, a CI log, a test): `None` then, so the hot path skips it.
-fn progress_bar(total: u64) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}") {
-        bar.set_style(style);
-    }
-    let later = bar.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if !later.is_finished() {
-            later.set_draw_target(ProgressDrawTarget::stderr());
-        }
-    });
-    Some(bar)
 }
