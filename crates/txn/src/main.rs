@@ -372,8 +372,8 @@ async fn steps(
     );
 
     //    Start the workers, each a task with its own handle on the client (a clone shares the connection).
-    //    Each transfer is `txn::transfer` (src/lib.rs): it reads both balances in one read-only
-    //    transaction, then sends
+    //    Each transfer is `txn::transfer` (src/lib.rs): it reads both balances at one revision, then
+    //    sends
     //        client.txn(Txn::new()
     //            .when([mod_revision(from) == as read, mod_revision(to) == as read])
     //            .and_then([put(from, balance - amount), put(to, balance + amount)]))
