@@ -208,25 +208,35 @@ async fn assert_up_refuses_a_taken_port(taken: u16) {
     assert!(run.stderr.contains(&not_etcd), "{}", run.all());
 }
 
-/// An open connection from 127.0.0.1:`local` (or from a port the kernel chooses, when `None`) to a
-/// loopback listener, with the listener's end accepted: nothing listens at its local port, yet nothing
-/// can bind that port while it is open.
-async fn connection_from(local: Option<u16>) -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+/// A port `p` from free_port(), and an open connection from 127.0.0.1:`p + offset` to a loopback
+/// listener, with the listener's end accepted: nothing listens at `p + offset`, yet nothing can bind it
+/// while the connection is open.
+///
+/// The connection's socket binds as an outgoing connection does, without SO_REUSEADDR (with it, etcd's
+/// listener could bind the port all the same). So it is refused by a TIME-WAIT that an earlier test's
+/// etcd left on the port: that etcd's listener had SO_REUSEADDR, and its TIME-WAITs keep it, so
+/// free_port()'s check (with SO_REUSEADDR, as etcd binds) lets the port through. Then take another port.
+/// (Seen once in a CI rehearsal: "the free port can be bound: Address already in use".)
+async fn connection_from(offset: u16) -> (u16, (tokio::net::TcpStream, tokio::net::TcpStream)) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a loopback listener");
-    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
-    if let Some(port) = local {
-        socket
-            .bind(([127, 0, 0, 1], port).into())
-            .expect("the free port can be bound");
+    for _ in 0..50 {
+        let port = free_port();
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        match socket.bind(([127, 0, 0, 1], port + offset).into()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("bind 127.0.0.1:{}: {e}", port + offset),
+        }
+        let ours = socket
+            .connect(listener.local_addr().expect("the listener has an address"))
+            .await
+            .expect("the loopback connection opens");
+        let (theirs, _) = listener.accept().await.expect("the listener accepts");
+        return (port, (ours, theirs));
     }
-    let ours = socket
-        .connect(listener.local_addr().expect("the listener has an address"))
-        .await
-        .expect("the loopback connection opens");
-    let (theirs, _) = listener.accept().await.expect("the listener accepts");
-    (ours, theirs)
+    panic!("50 free ports in a row could not be bound without SO_REUSEADDR");
 }
 
 #[tokio::test]
@@ -234,8 +244,7 @@ async fn up_on_a_port_that_is_a_connections_local_end_fails_with_a_complete_comm
     // Nothing listens there, so a check that only looks for listeners would take it for free, yet etcd
     // cannot bind it: the script reports etcd's own bind error. (The port is from free_port() so that
     // the next one, the peer port, is free: the error is the client port's.)
-    let connection = connection_from(Some(free_port())).await;
-    let taken = connection.0.local_addr().unwrap().port();
+    let (taken, connection) = connection_from(0).await;
     assert!(
         TcpStream::connect(("127.0.0.1", taken)).is_err(),
         "nothing listens at {taken}"
@@ -260,8 +269,7 @@ async fn assert_up_explains_a_taken_peer_port(port: u16) {
 #[tokio::test]
 async fn up_on_a_peer_port_that_is_a_connections_local_end_explains_the_bind_error() {
     // free_port() makes sure the port after it is free too; a connection then takes it.
-    let port = free_port();
-    let connection = connection_from(Some(port + 1)).await;
+    let (port, connection) = connection_from(1).await;
     assert_up_explains_a_taken_peer_port(port).await;
     drop(connection);
 }
