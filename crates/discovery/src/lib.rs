@@ -513,7 +513,7 @@ const STABLE: Duration = Duration::from_secs(10);
 /// `client.watch_client().max_decoding_message_size(MAX_RESPONSE)`, as [`InstanceWatch`] does.
 ///
 /// This is the watch topic's `MAX_RESPONSE` (crates/watch/src/lib.rs, which explains the number), repeated
-/// here so that this file can be copied alone; `tests/steps.rs` checks that the two stay the same.
+/// here so that this file can be copied alone; crates/etcd-connect/tests/limits.rs keeps the copies equal.
 pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
 impl InstanceWatch {

@@ -246,24 +246,3 @@ fn the_kept_lease_is_the_keepalive_topics_word_for_word() {
         "the KeptLease copy in src/lib.rs differs from crates/keepalive/src/lib.rs: copy it again"
     );
 }
-
-/// `src/lib.rs` repeats the watch topic's `MAX_RESPONSE` (so that it can be copied alone): every watch and
-/// long-lived read of the two topics must accept the same largest reply, and the watch topic's file is
-/// where the number is explained. This keeps the repeat from drifting.
-#[test]
-fn the_reply_limit_is_the_watch_topics() {
-    let line = |source: &'static str, file: &str| {
-        source
-            .lines()
-            .find(|l| l.starts_with("pub const MAX_RESPONSE: usize"))
-            .unwrap_or_else(|| panic!("{file} defines MAX_RESPONSE"))
-    };
-    assert_eq!(
-        line(include_str!("../src/lib.rs"), "src/lib.rs"),
-        line(
-            include_str!("../../watch/src/lib.rs"),
-            "crates/watch/src/lib.rs"
-        ),
-        "discovery's MAX_RESPONSE differs from the watch topic's: make them the same"
-    );
-}
