@@ -16,7 +16,7 @@ const BENCH_LEASE_TTL: i64 = 60;
 
 pub(crate) async fn lease_keepalive(
     a: cli::LeaseArgs,
-    shutdown: &mut etcd_connect::Shutdown,
+    shutdown: &mut recipes::shutdown::Shutdown,
 ) -> Result<()> {
     let load = &a.load;
     let Some(conns) = setup(load, shutdown).await? else {

@@ -94,12 +94,12 @@ fn main() -> ExitCode {
     let result = runtime
         .context("cannot start the tokio runtime")
         .and_then(|rt| rt.block_on(run(args)));
-    etcd_connect::report(result)
+    recipes::errors::report(result)
 }
 
 async fn run(args: cli::Args) -> Result<()> {
     // Signals first, so a Ctrl-C during setup is remembered and the run still cleans up.
-    let mut shutdown = etcd_connect::Shutdown::listen()?;
+    let mut shutdown = recipes::shutdown::Shutdown::listen()?;
     match args.command {
         None => four_ways(args.load.connect, args.load.prefix, &mut shutdown).await,
         Some(Command::Put(a)) => put(a, &mut shutdown).await,
@@ -141,7 +141,7 @@ async fn stop_and_drain<F: std::future::Future>(work: std::pin::Pin<&mut F>, lim
 async fn four_ways(
     connect: etcd_connect::ConnectArgs,
     prefix: String,
-    shutdown: &mut etcd_connect::Shutdown,
+    shutdown: &mut recipes::shutdown::Shutdown,
 ) -> Result<()> {
     // 0. Eight connections: separate `Client::connect`s (through `etcd_connect::connect`, which also
     //    proves etcd answers). `Client::clone()` would NOT open a connection: clones share one channel.
@@ -380,7 +380,7 @@ fn progress_bar(total: u64) -> Option<ProgressBar> {
 async fn connect_or_stop(
     connect: &etcd_connect::ConnectArgs,
     count: u32,
-    shutdown: &mut etcd_connect::Shutdown,
+    shutdown: &mut recipes::shutdown::Shutdown,
 ) -> Result<Option<Vec<Client>>> {
     let all = async {
         let mut tasks = JoinSet::new();

@@ -9,7 +9,7 @@ use crate::keys::Keys;
 use crate::shared::{finish, setup};
 use crate::{cli, drive_puts};
 
-pub(crate) async fn put(a: cli::PutArgs, shutdown: &mut etcd_connect::Shutdown) -> Result<()> {
+pub(crate) async fn put(a: cli::PutArgs, shutdown: &mut recipes::shutdown::Shutdown) -> Result<()> {
     let load = &a.load;
     let keys = Keys::new(
         &load.prefix,

@@ -11,7 +11,10 @@ use etcd_client::GetOptions;
 use crate::shared::{finish, setup};
 use crate::{cli, drive};
 
-pub(crate) async fn range(a: cli::RangeArgs, shutdown: &mut etcd_connect::Shutdown) -> Result<()> {
+pub(crate) async fn range(
+    a: cli::RangeArgs,
+    shutdown: &mut recipes::shutdown::Shutdown,
+) -> Result<()> {
     let load = &a.load;
     let Some(conns) = setup(load, shutdown).await? else {
         return Ok(());

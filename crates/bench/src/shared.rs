@@ -13,7 +13,7 @@ use crate::{claim_prefix, connect_or_stop, delete_prefix, stop_and_drain};
 /// `None` when a signal arrived first.
 pub(crate) async fn setup(
     load: &Load,
-    shutdown: &mut etcd_connect::Shutdown,
+    shutdown: &mut recipes::shutdown::Shutdown,
 ) -> Result<Option<Vec<Client>>> {
     if load.conns > load.clients {
         bail!(
@@ -33,7 +33,7 @@ pub(crate) async fn setup(
 /// Runs the measured work unless a signal comes first, then prints etcd's summary lines.
 pub(crate) async fn measure_or_stop(
     work: impl std::future::Future<Output = Result<Summary>>,
-    shutdown: &mut etcd_connect::Shutdown,
+    shutdown: &mut recipes::shutdown::Shutdown,
     what: &str,
     limit: Duration,
 ) -> Result<()> {
@@ -64,7 +64,7 @@ pub(crate) async fn finish(
     load: &Load,
     conns: &[Client],
     work: impl std::future::Future<Output = Result<Summary>>,
-    shutdown: &mut etcd_connect::Shutdown,
+    shutdown: &mut recipes::shutdown::Shutdown,
     what: &str,
 ) -> Result<()> {
     let outcome = measure_or_stop(work, shutdown, what, load.connect.dial_timeout).await;

@@ -11,7 +11,7 @@ use crate::{cli, drive_txns};
 
 pub(crate) async fn txn_put(
     a: cli::TxnPutArgs,
-    shutdown: &mut etcd_connect::Shutdown,
+    shutdown: &mut recipes::shutdown::Shutdown,
 ) -> Result<()> {
     let load = &a.load;
     // Keys 0..total: a transaction may not write one key twice, so every key is distinct.

@@ -13,7 +13,7 @@ use crate::{cli, delete_prefix, progress_bar, stopping};
 
 pub(crate) async fn watch_latency(
     a: cli::WatchArgs,
-    shutdown: &mut etcd_connect::Shutdown,
+    shutdown: &mut recipes::shutdown::Shutdown,
 ) -> Result<()> {
     let load = &a.load;
     let Some(conns) = setup(load, shutdown).await? else {
@@ -29,7 +29,7 @@ pub(crate) async fn watch_latency(
     // The watch is opened first and confirmed ("created") before the clock starts.
     let mut stream = client
         .watch_client()
-        .max_decoding_message_size(etcd_connect::MAX_RESPONSE)
+        .max_decoding_message_size(recipes::resuming_watch::MAX_RESPONSE)
         .watch(key.as_str(), None)
         .await
         .with_context(|| format!("watch {key}"))?;

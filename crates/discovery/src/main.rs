@@ -39,7 +39,8 @@ use anyhow::{bail, Context, Result};
 use cli::Command;
 use discovery::{InstanceWatch, Registered, Registration};
 use etcd_client::{Client, GetOptions};
-use etcd_connect::{one_line, Shutdown};
+use recipes::errors::one_line;
+use recipes::shutdown::Shutdown;
 use tokio::time::Instant;
 
 /// The service the demo registers, and its instances.
@@ -55,7 +56,7 @@ const DEMO_TIMEOUT: Duration = Duration::from_secs(10);
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     etcd_connect::init();
-    etcd_connect::report(run(cli::Args::parse_anywhere()).await)
+    recipes::errors::report(run(cli::Args::parse_anywhere()).await)
 }
 
 async fn run(args: cli::Args) -> Result<()> {

@@ -11,12 +11,13 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use discovery::{KeptLease, Renewal};
 use etcd_client::{
     Client, Compare, CompareOp, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
-use etcd_connect::{one_line, Shutdown};
 use log::debug;
+use recipes::errors::one_line;
+use recipes::kept_lease::{KeptLease, Renewal};
+use recipes::shutdown::Shutdown;
 use tokio::time::Instant;
 
 use crate::cli::{self, RegisterArgs};

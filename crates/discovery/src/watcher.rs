@@ -9,10 +9,11 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use discovery::{InstanceWatch, MAX_RESPONSE};
+use discovery::InstanceWatch;
 use etcd_client::{Client, GetOptions, WatchOptions, WatchStream};
-use etcd_connect::Shutdown;
 use log::debug;
+use recipes::resuming_watch::MAX_RESPONSE;
+use recipes::shutdown::Shutdown;
 
 use crate::cli::{self, WatchArgs};
 use crate::instances_line;
@@ -136,10 +137,10 @@ pub async fn watch(
                 )
             }
             Ok(None) => "etcd closed the stream".to_string(),
-            Err(e) if discovery::is_permanent(&e) => {
+            Err(e) if !recipes::errors::is_transient(&e) => {
                 return Err(anyhow!(e).context(format!("watch {dir}")))
             }
-            Err(e) => etcd_connect::explain(&e),
+            Err(e) => recipes::errors::explain(&e),
         };
 
         // 4b. The stream broke: etcd restarted, the network dropped. The client connects again by itself

@@ -222,27 +222,3 @@ async fn the_watcher_reopens_after_an_etcd_restart_without_missing_a_change() {
         &set(&[("a", "127.0.0.1:8001"), ("b", "127.0.0.1:8002")])
     );
 }
-
-/// `src/lib.rs` keeps its own copy of the keepalive topic's `KeptLease`, so that it can be copied alone.
-/// The copy must not drift: the keepalive topic's fault tests (crates/keepalive/tests/keeper_faults.rs)
-/// prove that code, and they hold for this copy only while it is the same, word for word.
-#[test]
-fn the_kept_lease_is_the_keepalive_topics_word_for_word() {
-    let ours = include_str!("../src/lib.rs");
-    let theirs = include_str!("../../keepalive/src/lib.rs");
-    let start = "/// First pause between attempts to re-open a broken keep-alive stream.";
-    let copy = ours
-        .split_once(start)
-        .and_then(|(_, rest)| rest.split_once("// -------"))
-        .map(|(copy, _)| copy.trim_end())
-        .expect("the copy's start and end markers are in src/lib.rs");
-    let original = theirs
-        .split_once(start)
-        .and_then(|(_, rest)| rest.split_once("#[cfg(test)]"))
-        .map(|(original, _)| original.trim_end())
-        .expect("crates/keepalive/src/lib.rs still has KeptLease");
-    assert!(
-        copy == original,
-        "the KeptLease copy in src/lib.rs differs from crates/keepalive/src/lib.rs: copy it again"
-    );
-}

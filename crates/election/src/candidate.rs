@@ -6,10 +6,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use election::{Session, FIRST_PAUSE, MAX_PAUSE};
+use election::{FIRST_PAUSE, MAX_PAUSE};
 use etcd_client::{Client, EventType, LeaderKey, ResignOptions, WatchOptions};
-use etcd_connect::{ExitBudget, Shutdown};
 use log::debug;
+use recipes::kept_lease::Session;
+use recipes::shutdown::{ExitBudget, Shutdown};
 
 use crate::cli;
 
@@ -82,7 +83,7 @@ pub async fn candidate(
         Err(e) if outcome.is_err() => debug!("{e:#}"),
         Err(e) => bail!(
             "{}; the lease, and any key on it, goes when its TTL of {}s runs out",
-            etcd_connect::one_line(&e),
+            recipes::errors::one_line(&e),
             args.ttl
         ),
     }
@@ -171,20 +172,20 @@ async fn campaign_and_lead(
                 );
                 continue;
             }
-            Err(e) if election::is_transient(&e) => {
+            Err(e) if recipes::errors::is_transient(&e) => {
                 debug!("campaign for {name} failed, campaigning again in {pause:?}: {e:?}");
                 if !told {
                     println!(
                         "lost the connection to etcd while campaigning ({}); campaigning again with the \
                          same lease",
-                        election::brief(&e)
+                        recipes::errors::explain(&e)
                     );
                     told = true;
                 }
             }
             Err(e) => {
                 debug!("campaign for {name}: {e:?}");
-                bail!("campaign for {name}: {}", election::brief(&e));
+                bail!("campaign for {name}: {}", recipes::errors::explain(&e));
             }
         }
         tokio::select! {
@@ -246,14 +247,14 @@ async fn campaign_and_lead(
             Ok(_) => break,
             Err(e)
                 if e.downcast_ref::<etcd_client::Error>()
-                    .is_some_and(election::is_transient) =>
+                    .is_some_and(recipes::errors::is_transient) =>
             {
                 pause = (pause * 2).clamp(FIRST_PAUSE, MAX_PAUSE);
                 debug!("{e:#}; asking again in {pause:?}");
             }
             Err(e) => {
                 return Err(ResignFailed {
-                    why: etcd_connect::one_line(&e),
+                    why: recipes::errors::one_line(&e),
                 }
                 .into())
             }
@@ -313,7 +314,7 @@ async fn key_deleted(mut client: Client, leader: &LeaderKey, lease: i64) -> Stri
     let options = WatchOptions::new().with_start_revision(leader.rev() + 1);
     let mut watch_client = client
         .watch_client()
-        .max_decoding_message_size(etcd_connect::MAX_RESPONSE);
+        .max_decoding_message_size(recipes::resuming_watch::MAX_RESPONSE);
     let deleted_at = match watch_client.watch(key.as_str(), Some(options)).await {
         Ok(mut events) => loop {
             match events.message().await {
@@ -350,7 +351,7 @@ async fn key_deleted(mut client: Client, leader: &LeaderKey, lease: i64) -> Stri
         ),
         Err(e) => format!(
             "etcd deleted our key {key} at revision {at} ({})",
-            election::brief(&e)
+            recipes::errors::explain(&e)
         ),
     }
 }

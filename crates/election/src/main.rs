@@ -30,13 +30,13 @@ mod observer;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use election::Session;
 use etcd_client::{
     Client, EventType, GetOptions, ProclaimOptions, ResignOptions, SortOrder, SortTarget,
     WatchOptions,
 };
-use etcd_connect::{ExitBudget, Shutdown};
 use log::debug;
+use recipes::kept_lease::Session;
+use recipes::shutdown::{ExitBudget, Shutdown};
 use tokio::time::Instant;
 
 /// How long the demo waits for something etcd should do at once (queue a candidate, hand over the
@@ -52,7 +52,7 @@ const CRASH_TTL: i64 = 2;
 async fn main() -> std::process::ExitCode {
     etcd_connect::init();
     let args = cli::Args::parse_or_exit();
-    etcd_connect::report(run(args).await)
+    recipes::errors::report(run(args).await)
 }
 
 async fn run(args: cli::Args) -> Result<()> {
@@ -416,7 +416,7 @@ async fn queued(client: &mut Client, prefix: &str, key: &str) -> Result<(i64, Ca
     debug!("{key} is not queued yet: watching {prefix} from revision {from}");
     let mut watch = client
         .watch_client()
-        .max_decoding_message_size(etcd_connect::MAX_RESPONSE)
+        .max_decoding_message_size(recipes::resuming_watch::MAX_RESPONSE)
         .watch(
             prefix,
             Some(WatchOptions::new().with_prefix().with_start_revision(from)),

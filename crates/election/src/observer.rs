@@ -4,8 +4,8 @@
 use anyhow::{bail, Context, Result};
 use election::{FIRST_PAUSE, MAX_PAUSE};
 use etcd_client::Client;
-use etcd_connect::Shutdown;
 use log::debug;
+use recipes::shutdown::Shutdown;
 
 pub async fn observe(mut client: Client, name: &str, shutdown: &mut Shutdown) -> Result<()> {
     // 1. observe says nothing while nobody leads: it sends the leader when there is one, then each new
@@ -74,23 +74,23 @@ pub async fn observe(mut client: Client, name: &str, shutdown: &mut Shutdown) ->
                         last = Some(seen);
                     }
                     Ok(None) => break "etcd ended the stream".to_string(),
-                    Err(e) if election::is_transient(&e) => {
+                    Err(e) if recipes::errors::is_transient(&e) => {
                         debug!("observe {name}: {e:?}");
-                        break election::brief(&e);
+                        break recipes::errors::explain(&e);
                     }
                     Err(e) => {
                         debug!("observe {name}: {e:?}");
-                        bail!("observe {name}: {}", election::brief(&e));
+                        bail!("observe {name}: {}", recipes::errors::explain(&e));
                     }
                 }
             },
-            Err(e) if election::is_transient(&e) => {
+            Err(e) if recipes::errors::is_transient(&e) => {
                 debug!("observe {name}: {e:?}");
-                election::brief(&e)
+                recipes::errors::explain(&e)
             }
             Err(e) => {
                 debug!("observe {name}: {e:?}");
-                bail!("observe {name}: {}", election::brief(&e));
+                bail!("observe {name}: {}", recipes::errors::explain(&e));
             }
         };
         if !told {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use election::Session;
 use etcd_client::{Client, LeaderKey, ProclaimOptions, ResignOptions};
+use recipes::kept_lease::Session;
 use test_etcd::{eventually, get_value, keys_under, lease_ids, lease_of, TestEtcd};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +94,7 @@ async fn nobody_leading_is_none_for_current_leader_and_an_unknown_error_for_lead
     assert!(status.message().contains(election::NO_LEADER), "{err:?}");
     assert_eq!(i32::from(status.code()), 2, "UNKNOWN: {err:?}");
     assert!(
-        election::is_transient(&err),
+        recipes::errors::is_transient(&err),
         "which is why it needs telling apart"
     );
     assert!(election::current_leader(&mut client, "/empty")
@@ -245,36 +245,4 @@ async fn a_session_keeps_the_leadership_past_its_ttl_and_revoking_it_elects_the_
         .unwrap();
     end(&mut client, next).await;
     assert!(lease_ids(&mut client).await.is_empty());
-}
-
-/// `Session` is a copy of the lock topic's (each lib.rs stays copyable alone), and
-/// `crates/lock/tests/keeper_faults.rs` runs the lease keeper's fault scenarios (etcd restarted, frozen,
-/// down past the TTL; the lease revoked) against that one. This keeps the copy honest: the code, comments
-/// aside, is the same line for line, from `pub struct Session` to the end of `is_transient`.
-#[test]
-fn the_session_is_the_lock_topics_code_line_for_line() {
-    fn code(source: &str) -> Vec<&str> {
-        let from = source
-            .find("pub struct Session {")
-            .expect("a Session struct");
-        let to = source.find("pub fn is_transient").expect("is_transient");
-        let to = to + source[to..].find("\n}\n").expect("the end of is_transient");
-        source[from..to]
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("//"))
-            .collect()
-    }
-    let ours = code(include_str!("../src/lib.rs"));
-    let lock = code(include_str!("../../lock/src/lib.rs"));
-    assert!(ours.len() > 150, "the code was found: {} lines", ours.len());
-    if let Some(at) = ours.iter().zip(&lock).position(|(a, b)| a != b) {
-        panic!(
-            "election's Session differs from lock's at code line {}:\n  election: {:?}\n  lock:     {:?}",
-            at + 1,
-            ours[at],
-            lock[at]
-        );
-    }
-    assert_eq!(ours.len(), lock.len(), "the same number of code lines");
 }

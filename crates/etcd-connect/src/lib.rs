@@ -5,38 +5,27 @@
 //!   own clap arguments;
 //! - [`connect`]: builds an [`etcd_client::Client`] and proves that etcd answers, failing fast with a message
 //!   that says where it tried and what to do;
-//! - [`init`]: `RUST_LOG`-driven logging, quiet by default, and Unix behaviour for `| head`;
-//! - [`Shutdown`]: waits for Ctrl-C or SIGTERM, so long-running topics can release what they hold;
-//! - [`report`]: the one error exit every binary uses: `error: ...` on one line, non-zero status, no panic.
+//! - [`init`]: `RUST_LOG`-driven logging, quiet by default, and Unix behaviour for `| head`.
 //!
-//! Anything specific to one topic lives in that topic's crate, not here.
+//! What keeps a program alive once it is connected (the kept lease, the resuming watch, retries, shutdown,
+//! the error exit) is in the `recipes` crate; anything specific to one topic lives in that topic's crate.
 
 mod secure;
 
 pub use secure::{Password, SecureArgs, PASSWORD_VARIABLE};
 
 use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use etcd_client::{Client, ConnectOptions};
 use log::debug;
 use tokio::net::{lookup_host, TcpStream};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{timeout_at, Instant};
 
+use recipes::errors::explain;
 /// What to tell a user who has no etcd running where they pointed us.
-/// The largest reply a topic accepts on a watch, in bytes: 64 MiB, where etcd-client keeps 4 MiB. A watch
-/// that replays history (after a restart, or from a past revision) gets up to 1,000 revisions in one
-/// reply, and a reply over the limit fails to decode on every try: so every watch in the topics goes
-/// through `client.watch_client().max_decoding_message_size(MAX_RESPONSE)`, never `client.watch`. The
-/// watch topic's `MAX_RESPONSE` (crates/watch/src/lib.rs) explains the number; it and discovery's repeat
-/// it so that each `src/lib.rs` copies alone, and `tests/limits.rs` keeps the three equal.
-pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
-
-pub const HOW_TO_START_ETCD: &str =
-    "start a local etcd with `scripts/etcd.sh up`, or point --endpoints / ETCD_ENDPOINTS at a running one";
+pub use recipes::errors::HOW_TO_START_ETCD;
 
 /// The same, for the TLS flags.
 pub const HOW_TO_START_SECURE_ETCD: &str =
@@ -216,6 +205,31 @@ pub fn parse_seconds(raw: &str) -> Result<Duration> {
 /// that stops answering later is taken out of the client (`Client::remove_endpoint`), and put back
 /// (`Client::add_endpoint`) when it answers again. See [`watch_members`].
 pub async fn connect(args: &ConnectArgs) -> Result<Client> {
+    dial(args, |endpoints, options| {
+        Client::connect(endpoints, Some(options))
+    })
+    .await
+}
+
+/// [`connect`], with the `Client::connect` call written by the caller, so that a topic's `main.rs` shows
+/// the call Go's `clientv3.New` stands for, at the step that explains it:
+///
+/// ```no_run
+/// # async fn run(args: &etcd_connect::ConnectArgs) -> anyhow::Result<()> {
+/// use etcd_client::Client;
+/// // Go: clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: dialTimeout})
+/// let client = etcd_connect::dial(args, |endpoints, options| Client::connect(endpoints, Some(options))).await?;
+/// # Ok(()) }
+/// ```
+///
+/// `connect` gets the endpoints that answered the probes and the options every topic uses (the dial
+/// timeout, HTTP/2 keep-alive pings, TLS and the user of `--cacert`/`--user`); the call is bounded by the
+/// dial timeout, and its error explained in one line.
+pub async fn dial<F, Fut>(args: &ConnectArgs, connect: F) -> Result<Client>
+where
+    F: FnOnce(Vec<String>, ConnectOptions) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<Client, etcd_client::Error>>,
+{
     if args.endpoints.is_empty() {
         bail!("no etcd endpoint given; {HOW_TO_START_ETCD}");
     }
@@ -282,25 +296,22 @@ pub async fn connect(args: &ConnectArgs) -> Result<Client> {
         }
     }
     // With --user, this is where etcd checks the password.
-    let client = tokio::time::timeout(
-        args.dial_timeout,
-        Client::connect(&live, Some(client_options)),
-    )
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "cannot connect to etcd at {}: no answer to the login within {:?}",
-            shown(&live),
-            args.dial_timeout
-        )
-    })?
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "cannot connect to etcd at {}: {}",
-            shown(&live),
-            explain(&e)
-        )
-    })?;
+    let client = tokio::time::timeout(args.dial_timeout, connect(live.clone(), client_options))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "cannot connect to etcd at {}: no answer to the login within {:?}",
+                shown(&live),
+                args.dial_timeout
+            )
+        })?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to etcd at {}: {}",
+                shown(&live),
+                explain(&e)
+            )
+        })?;
     if endpoints.len() > 1 {
         let dead: Vec<String> = dead.into_iter().map(|(e, _)| e.clone()).collect();
         tokio::spawn(watch_members(client.clone(), live, dead, dialer));
@@ -503,127 +514,6 @@ fn shown_one(endpoint: &str) -> &str {
     endpoint.trim_start_matches("http://")
 }
 
-/// An etcd-client error as one plain line: what went wrong, etcd's own reason, and what to do about it,
-/// instead of the nested gRPC and tonic wrappers (`grpc request error: code: 'Client specified an invalid
-/// argument', message: "etcdserver: request is too large", ...`). The full error stays available at
-/// `RUST_LOG=debug` (see [`report`]).
-pub fn explain(e: &etcd_client::Error) -> String {
-    let etcd_client::Error::GRpcStatus(status) = e else {
-        return match e {
-            etcd_client::Error::TransportError(t) => format!(
-                "lost the connection to etcd ({}); is it running? {HOW_TO_START_ETCD}",
-                innermost(t)
-            ),
-            // etcd-client uses this error for etcd's TTL 0 answer ("lease not found"), and also when it
-            // cannot send on a keep-alive stream whose connection broke ("channel closed").
-            etcd_client::Error::LeaseKeepAliveError(why) if why == "lease not found" => {
-                format!("the lease is gone: it expired or was revoked ({why})")
-            }
-            etcd_client::Error::LeaseKeepAliveError(why) => {
-                format!("the keep-alive stream is closed ({why}): the connection to etcd broke")
-            }
-            other => other.to_string(),
-        };
-    };
-    let message = status.message();
-    // A request over etcd's gRPC limit (--max-request-bytes plus 0.5 MiB) is refused before etcd reads it,
-    // in gRPC's words: "grpc: received message larger than max (10260000 vs. 2097152)".
-    if let Some(sizes) = message.strip_prefix("grpc: received message larger than max (") {
-        let sizes = match sizes.trim_end_matches(')').split_once(" vs. ") {
-            Some((size, limit)) => format!("{size} bytes, over etcd's limit of {limit}"),
-            None => format!("({sizes}"),
-        };
-        return format!(
-            "the request is too large ({sizes}): etcd refuses requests over --max-request-bytes (1.5 MiB \
-             by default, plus 0.5 MiB for gRPC): send less in one request"
-        );
-    }
-    let reason = message.trim_start_matches("etcdserver: ");
-    // gRPC status codes by number (tonic is not a direct dependency here): see grpc's status codes.
-    const DEADLINE_EXCEEDED: i32 = 4;
-    const PERMISSION_DENIED: i32 = 7;
-    const UNAVAILABLE: i32 = 14;
-    const UNAUTHENTICATED: i32 = 16;
-    const INVALID_ARGUMENT: i32 = 3;
-    const FAILED_PRECONDITION: i32 = 9;
-    const OUT_OF_RANGE: i32 = 11;
-    let advice = if message.contains("request is too large") {
-        "etcd refuses requests over --max-request-bytes, 1.5 MiB by default: keep big values elsewhere \
-         and store a reference in etcd"
-            .to_string()
-    } else if message.contains("message length too large") {
-        // etcd-client's default limit is 4 MiB; the watch and discovery topics raise it to 64 MiB.
-        let limit = if message.contains("limit is: 4194304 bytes") {
-            "the client's 4 MiB message limit"
-        } else {
-            "the client's message limit"
-        };
-        format!(
-            "the reply is over {limit}: for a read, read fewer keys at a time (`with_limit`, or the \
-             `kv` topic's `get_prefix_in_pages`) or raise the limit with \
-             `client.kv_client().max_decoding_message_size(..)`; for a watch, watch from a later revision \
-             or raise the limit with `client.watch_client().max_decoding_message_size(..)`"
-        )
-    } else if message.contains("required revision has been compacted") {
-        "etcd no longer keeps that revision; read the current state and continue from there"
-            .to_string()
-    } else if message.contains("requested lease not found") {
-        "the lease expired or was revoked; grant a new one".to_string()
-    } else if message.contains("key not found") {
-        "the key does not exist".to_string()
-    } else if message.contains("authentication failed") {
-        format!("check --user and the password in {PASSWORD_VARIABLE}")
-    } else if message.contains("authentication is not enabled") {
-        "this etcd has no users to log in as: leave out --user".to_string()
-    } else if message.contains("user name is empty") || message.contains("user name not found") {
-        "this etcd has auth enabled: log in with --user NAME (password in ETCD_PASSWORD), or use a \
-         client certificate whose CN is a user"
-            .to_string()
-    } else {
-        match status.code() as i32 {
-            UNAVAILABLE => {
-                let cause = std::error::Error::source(status)
-                    .map(|s| format!(" ({})", innermost(s)))
-                    .unwrap_or_default();
-                return format!(
-                    "etcd is unavailable{cause}: {reason}; is it running? {HOW_TO_START_ETCD}"
-                );
-            }
-            DEADLINE_EXCEEDED => {
-                "etcd did not answer in time; is it overloaded or partitioned?".into()
-            }
-            PERMISSION_DENIED => {
-                "the user's roles do not grant this key; `etcdctl role get <role>` shows what they grant"
-                    .into()
-            }
-            UNAUTHENTICATED => "log in with a user name and password (or check them)".into(),
-            INVALID_ARGUMENT | FAILED_PRECONDITION | OUT_OF_RANGE => {
-                "etcd refused the request".into()
-            }
-            // Not etcd's answer but the transport's: the HTTP/2 connection broke mid-call (a killed etcd
-            // answers nothing). tonic makes such a status from the hyper or h2 error and keeps that error
-            // as its source; a status that etcd sent has none.
-            _ if std::error::Error::source(status).is_some()
-                || message.contains("h2 protocol error")
-                || message.contains("transport error") =>
-            {
-                return format!("the HTTP/2 connection broke: {reason}");
-            }
-            _ => return format!("etcd answered: {reason}"),
-        }
-    };
-    format!("{reason}: {advice}")
-}
-
-/// The deepest cause of an error: `Connection refused (os error 111)` rather than its wrappers.
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut root = e;
-    while let Some(deeper) = root.source() {
-        root = deeper;
-    }
-    root.to_string()
-}
-
 /// After a failed probe, a plain TCP connect (within `limit`) tells the user *why*: nothing listening, or a
 /// name that does not resolve. `None` when the TCP connection works, so the problem is above TCP.
 async fn tcp_problem(endpoint: &str, limit: Duration) -> Option<String> {
@@ -705,101 +595,6 @@ fn init_logging() {
             )
         })
         .try_init();
-}
-
-/// Waits for Ctrl-C (SIGINT) or SIGTERM.
-///
-/// Handlers are installed by [`Shutdown::listen`], not on first poll: a signal that arrives while the
-/// program is still busy with setup is then remembered instead of killing the process, so it still gets
-/// to release its lease or lock.
-pub struct Shutdown {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl Shutdown {
-    /// Installs the SIGINT and SIGTERM handlers now.
-    pub fn listen() -> Result<Self> {
-        Ok(Self {
-            interrupt: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
-            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
-        })
-    }
-
-    /// Resolves when a signal arrives, with its name for the log line.
-    pub async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "Ctrl-C",
-            _ = self.terminate.recv() => "SIGTERM",
-        }
-    }
-}
-
-/// The time left for the calls a program makes on its way out (unlock, resign, revoke, a last read, the
-/// clean-up). The clock starts at the first of them, and every one after it gets what is left: together they
-/// never take longer than `--dial-timeout`, so stopping never hangs on an etcd that stopped answering.
-/// Create it with the dial timeout: `ExitBudget::new(args.connect.dial_timeout)`.
-#[derive(Debug)]
-pub struct ExitBudget {
-    limit: Duration,
-    until: Option<tokio::time::Instant>,
-}
-
-impl ExitBudget {
-    pub fn new(limit: Duration) -> ExitBudget {
-        ExitBudget { limit, until: None }
-    }
-
-    /// Makes `call` (described by `what`, as in "unlock /lock/694d"), giving up when the budget runs out.
-    /// An etcd error keeps its cause, so [`report`] explains it in one line.
-    pub async fn call<T>(
-        &mut self,
-        what: impl std::fmt::Display,
-        call: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        let until = *self
-            .until
-            .get_or_insert_with(|| tokio::time::Instant::now() + self.limit);
-        match tokio::time::timeout_at(until, call).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context(what.to_string())),
-            Err(_) => bail!(
-                "{what}: etcd did not answer within {:?} (--dial-timeout)",
-                self.limit
-            ),
-        }
-    }
-}
-
-/// Turns the result of a topic's `run` into the process exit status.
-///
-/// An error prints as one line, `error: what failed: why`, with anyhow's cause chain joined by `: `.
-/// `{:#}` never prints a backtrace, so `RUST_BACKTRACE=1` does not turn a user mistake into a dump.
-///
-/// An etcd-client error in the chain is shown through [`explain`], and the chain stops there: its own
-/// sources are the raw gRPC and transport layers. `RUST_LOG=debug` logs the whole error first.
-pub fn report(result: Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            debug!("full error: {e:?}");
-            eprintln!("error: {}", one_line(&e));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// anyhow's cause chain joined by `: `, with an etcd-client error replaced by its [`explain`]ed form.
-pub fn one_line(e: &anyhow::Error) -> String {
-    let mut parts = Vec::new();
-    for cause in e.chain() {
-        if let Some(etcd) = cause.downcast_ref::<etcd_client::Error>() {
-            parts.push(explain(etcd));
-            break;
-        }
-        parts.push(cause.to_string());
-    }
-    parts.join(": ").replace('\n', " ")
 }
 
 #[cfg(test)]

@@ -197,7 +197,7 @@ async fn a_request_over_etcds_limit_is_explained_in_one_line() {
         .await
         .unwrap();
     let err = client.put("big", "x".repeat(4096), None).await.unwrap_err();
-    let line = etcd_connect::explain(&err);
+    let line = recipes::errors::explain(&err);
     assert!(line.starts_with("request is too large: "), "{line}");
     assert!(
         line.contains("--max-request-bytes, 1.5 MiB by default"),
@@ -206,7 +206,7 @@ async fn a_request_over_etcds_limit_is_explained_in_one_line() {
     assert!(!line.contains("grpc") && !line.contains('\n'), "{line}");
 
     let wrapped = anyhow::Error::new(err).context("put big");
-    let reported = etcd_connect::one_line(&wrapped);
+    let reported = recipes::errors::one_line(&wrapped);
     assert!(
         reported.starts_with("put big: request is too large: "),
         "{reported}"
@@ -237,7 +237,7 @@ async fn a_reply_over_the_clients_message_limit_is_explained() {
         .get("/big/", Some(etcd_client::GetOptions::new().with_prefix()))
         .await
         .unwrap_err();
-    let line = etcd_connect::explain(&err);
+    let line = recipes::errors::explain(&err);
     assert!(
         line.contains("over the client's 4 MiB message limit"),
         "{line}"
@@ -277,7 +277,7 @@ async fn a_watch_reply_over_the_message_limit_is_explained_for_watches() {
                 Err(e) => break e,
             }
         };
-        let line = etcd_connect::explain(&err);
+        let line = recipes::errors::explain(&err);
         assert!(line.contains(limit), "{line}");
         assert!(
             line.contains("client.watch_client().max_decoding_message_size(..)"),
@@ -294,7 +294,7 @@ async fn a_stopped_server_is_explained_with_what_to_do() {
         .unwrap();
     etcd.stop();
     let err = client.get("k", None).await.unwrap_err();
-    let line = etcd_connect::explain(&err);
+    let line = recipes::errors::explain(&err);
     assert!(line.contains("scripts/etcd.sh up"), "{line}");
     assert!(!line.contains("grpc request error"), "{line}");
 }

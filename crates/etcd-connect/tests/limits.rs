@@ -1,9 +1,8 @@
 //! One reply limit for every watch in the topics (issue 15, item 5: discovery's watcher kept etcd-client's
 //! 4 MiB default and exited 1 on a replay of sixty 100 kB instances).
 //!
-//! `etcd_connect::MAX_RESPONSE` is the limit for the topics' `main.rs`; the watch and discovery topics'
-//! `src/lib.rs` repeat it, because each of those files is meant to be copied alone. These tests keep the
-//! copies equal and make sure no topic opens a watch with `client.watch(..)`, which keeps the default.
+//! `recipes::resuming_watch::MAX_RESPONSE` is the one limit, declared once. These tests check that, and make
+//! sure no topic opens a watch with `client.watch(..)`, which keeps the default.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,31 +14,23 @@ fn crates_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The value of `pub const MAX_RESPONSE: usize = ...;` in a source file, as written.
-fn declared_limit(file: &Path) -> String {
-    let source =
-        fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-    let line = source
-        .lines()
-        .find(|l| l.starts_with("pub const MAX_RESPONSE: usize ="))
-        .unwrap_or_else(|| panic!("{} declares no MAX_RESPONSE", file.display()));
-    line.trim_start_matches("pub const MAX_RESPONSE: usize =")
-        .trim()
-        .trim_end_matches(';')
-        .to_string()
-}
-
 #[test]
-fn the_copies_of_the_limit_are_equal() {
-    let ours = declared_limit(&crates_dir().join("etcd-connect/src/lib.rs"));
-    for copy in ["watch/src/lib.rs", "discovery/src/lib.rs"] {
-        assert_eq!(
-            declared_limit(&crates_dir().join(copy)),
-            ours,
-            "crates/{copy}'s MAX_RESPONSE differs from etcd-connect's: keep them the same"
-        );
-    }
-    assert_eq!(etcd_connect::MAX_RESPONSE, 64 * 1024 * 1024);
+fn the_limit_is_declared_once_in_the_recipes() {
+    let declared: Vec<PathBuf> = topic_sources()
+        .into_iter()
+        .filter(|file| {
+            fs::read_to_string(file)
+                .expect("read a source file")
+                .lines()
+                .any(|l| l.trim_start().starts_with("pub const MAX_RESPONSE"))
+        })
+        .collect();
+    assert_eq!(
+        declared,
+        [crates_dir().join("recipes/src/resuming_watch.rs")],
+        "MAX_RESPONSE is declared once, in recipes::resuming_watch"
+    );
+    assert_eq!(recipes::resuming_watch::MAX_RESPONSE, 64 * 1024 * 1024);
 }
 
 /// Every `.rs` file under a topic's `src/`.

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use clap::Parser;
-use etcd_connect::{connect, one_line, ConnectArgs};
+use etcd_connect::{connect, ConnectArgs};
+use recipes::errors::one_line;
 use test_etcd::{SecureEtcd, APP_PASSWORD, APP_PREFIX, APP_USER};
 
 #[derive(Parser)]
@@ -90,7 +91,7 @@ async fn a_write_outside_the_prefix_is_permission_denied() {
         .put("/other/key", "x", None)
         .await
         .expect_err("outside /app/");
-    let line = etcd_connect::explain(&err);
+    let line = recipes::errors::explain(&err);
     eprintln!("{line}");
     assert!(line.starts_with("permission denied: "), "{line}");
     assert!(line.contains("role"), "{line}");

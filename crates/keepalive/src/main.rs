@@ -41,19 +41,19 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
-use keepalive::{KeptLease, Renewal};
+use recipes::kept_lease::{KeptLease, Renewal};
 
 // One lease and one signal handler, handled in turn by a `select!`: the single-threaded runtime is enough.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     etcd_connect::init();
-    etcd_connect::report(run(cli::Args::parse()).await)
+    recipes::errors::report(run(cli::Args::parse()).await)
 }
 
 async fn run(args: cli::Args) -> Result<()> {
     let (key, value) = (&args.key, &args.value);
     // Catch Ctrl-C and SIGTERM from the start, so a signal during setup still leads to a revoke below.
-    let mut shutdown = etcd_connect::Shutdown::listen()?;
+    let mut shutdown = recipes::shutdown::Shutdown::listen()?;
 
     // 0. Connect: `Client::connect` plus a `status()` probe, because `Client::connect` alone is lazy
     //    (see the `kv` topic and crates/etcd-connect/src/lib.rs).
@@ -174,7 +174,7 @@ async fn run(args: cli::Args) -> Result<()> {
             Err(broken) => {
                 println!(
                     "   keep-alive stream broke ({}); re-opening it before the TTL runs out",
-                    etcd_connect::one_line(&broken)
+                    recipes::errors::one_line(&broken)
                 );
                 tokio::select! {
                     signal = shutdown.recv() => return stop(&mut client, &args, &lease, signal).await,

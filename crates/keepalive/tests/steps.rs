@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use etcd_client::{Client, PutOptions};
-use keepalive::{KeptLease, Renewal};
+use recipes::kept_lease::{KeptLease, Renewal};
 use test_etcd::{lease_exists, lease_of, TestEtcd};
 
 const LIMIT: Duration = Duration::from_secs(10);

@@ -37,7 +37,7 @@ use etcd_client::{
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     etcd_connect::init();
-    etcd_connect::report(run(cli::Args::parse()).await)
+    recipes::errors::report(run(cli::Args::parse()).await)
 }
 
 async fn run(args: cli::Args) -> Result<()> {

@@ -56,13 +56,13 @@ const MAX_PAUSE: Duration = Duration::from_secs(4);
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     etcd_connect::init();
-    etcd_connect::report(run(cli::Args::parse()).await)
+    recipes::errors::report(run(cli::Args::parse()).await)
 }
 
 async fn run(args: cli::Args) -> Result<()> {
     let (key, value, dial_timeout) = (&args.key, &args.value, args.connect.dial_timeout);
     // Catch Ctrl-C and SIGTERM from the start, so a signal during setup still leads to a revoke below.
-    let mut shutdown = etcd_connect::Shutdown::listen()?;
+    let mut shutdown = recipes::shutdown::Shutdown::listen()?;
 
     // 0. Connect: `Client::connect` plus a `status()` probe, because `Client::connect` alone is lazy
     //    (see the `kv` topic and crates/etcd-connect/src/lib.rs). An etcd that accepts connections but
@@ -205,7 +205,7 @@ async fn open_watch(
 ) -> Result<WatchStream, etcd_client::Error> {
     client
         .watch_client()
-        .max_decoding_message_size(etcd_connect::MAX_RESPONSE)
+        .max_decoding_message_size(recipes::resuming_watch::MAX_RESPONSE)
         .watch(key, Some(WatchOptions::new().with_start_revision(from)))
         .await
 }

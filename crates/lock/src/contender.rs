@@ -12,9 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{Client, EventType, LockOptions, WatchOptions};
-use etcd_connect::{ExitBudget, Shutdown};
-use lock::{LockKey, Session, TryOutcome, FIRST_PAUSE, MAX_PAUSE};
+use lock::{LockKey, TryOutcome, FIRST_PAUSE, MAX_PAUSE};
 use log::debug;
+use recipes::kept_lease::Session;
+use recipes::shutdown::{ExitBudget, Shutdown};
 
 use crate::{cli, Outcome};
 
@@ -89,7 +90,7 @@ pub async fn contend(
         Err(e) if outcome.is_err() => debug!("{e:#}"),
         Err(e) => bail!(
             "{}; the lease, and any key on it, goes when its TTL of {}s runs out",
-            etcd_connect::one_line(&e),
+            recipes::errors::one_line(&e),
             args.ttl
         ),
     }
@@ -260,27 +261,27 @@ async fn wait_for_lock(
             }
             // etcd 3.5 reads the key back itself before it answers, and says Go's ErrSessionExpired
             // ("mutex: session is expired") when it is gone: the same case as above, told by etcd.
-            Err(e) if lock::brief(&e).contains("session is expired") => {
+            Err(e) if recipes::errors::explain(&e).contains("session is expired") => {
                 let key = format!("{name}/{lease:x}");
                 debug!("lock {name}: {e:?}");
                 lease_lives_on(client, &key, lease).await?;
                 say_deleted_while_waiting(&key, lease);
                 continue;
             }
-            Err(e) if lock::is_transient(&e) => {
+            Err(e) if recipes::errors::is_transient(&e) => {
                 debug!("lock {name} failed, asking again in {pause:?}: {e:?}");
                 if !told {
                     println!(
                         "lost the connection to etcd while waiting ({}); asking again with the same \
                          lease, which keeps its place in the queue if etcd still holds its key",
-                        lock::brief(&e)
+                        recipes::errors::explain(&e)
                     );
                     told = true;
                 }
             }
             Err(e) => {
                 debug!("lock {name}: {e:?}");
-                bail!("lock {name}: {}", lock::brief(&e));
+                bail!("lock {name}: {}", recipes::errors::explain(&e));
             }
         }
         tokio::select! {
@@ -308,7 +309,7 @@ async fn unlock(client: &mut Client, held: &LockKey, exit: &mut ExitBudget) -> R
             Ok(_) => return Ok(()),
             Err(e)
                 if e.downcast_ref::<etcd_client::Error>()
-                    .is_some_and(lock::is_transient) =>
+                    .is_some_and(recipes::errors::is_transient) =>
             {
                 pause = (pause * 2).clamp(FIRST_PAUSE, MAX_PAUSE);
                 debug!("{e:#}; asking again in {pause:?}");
@@ -316,7 +317,7 @@ async fn unlock(client: &mut Client, held: &LockKey, exit: &mut ExitBudget) -> R
             Err(e) => {
                 return Err(UnlockFailed {
                     key: held.key.clone(),
-                    why: etcd_connect::one_line(&e),
+                    why: recipes::errors::one_line(&e),
                 }
                 .into())
             }
@@ -379,7 +380,7 @@ async fn key_deleted(mut client: Client, held: &LockKey, lease: i64) -> String {
     let options = WatchOptions::new().with_start_revision(from);
     let mut watch_client = client
         .watch_client()
-        .max_decoding_message_size(etcd_connect::MAX_RESPONSE);
+        .max_decoding_message_size(recipes::resuming_watch::MAX_RESPONSE);
     let deleted_at = match watch_client.watch(held.key.as_str(), Some(options)).await {
         Ok(mut events) => loop {
             match events.message().await {
@@ -415,7 +416,7 @@ async fn key_deleted(mut client: Client, held: &LockKey, lease: i64) -> String {
             "etcd deleted its key {key} at revision {at}: lease {lease:016x} no longer exists (it expired \
              or was revoked)"
         ),
-        Err(e) => format!("etcd deleted its key {key} at revision {at} ({})", lock::brief(&e)),
+        Err(e) => format!("etcd deleted its key {key} at revision {at} ({})", recipes::errors::explain(&e)),
     }
 }
 

@@ -36,9 +36,10 @@ use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, LockOptions, SortOrder, SortTarget, Txn,
     TxnOp, WatchOptions,
 };
-use etcd_connect::{ExitBudget, Shutdown};
-use lock::{LockKey, Session};
+use lock::LockKey;
 use log::debug;
+use recipes::kept_lease::Session;
+use recipes::shutdown::{ExitBudget, Shutdown};
 
 /// How long the demo waits for something etcd should do at once (queue a key, hand over the lock).
 const DEMO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,7 +60,7 @@ async fn main() -> ExitCode {
     match run(args).await {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Taken) => ExitCode::from(cli::EXIT_TAKEN),
-        Err(e) => etcd_connect::report(Err(e)),
+        Err(e) => recipes::errors::report(Err(e)),
     }
 }
 
@@ -298,7 +299,7 @@ async fn demo_steps(
             debug!("{key2} is not queued yet: watching {prefix} from revision {from}");
             let mut watch = client
                 .watch_client()
-                .max_decoding_message_size(etcd_connect::MAX_RESPONSE)
+                .max_decoding_message_size(recipes::resuming_watch::MAX_RESPONSE)
                 .watch(
                     prefix.as_str(),
                     Some(WatchOptions::new().with_prefix().with_start_revision(from)),

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use etcd_client::{Client, LockOptions};
-use lock::{LockKey, Session, TryOutcome};
+use lock::{LockKey, TryOutcome};
+use recipes::kept_lease::Session;
 use test_etcd::{eventually, get_value, keys_under, lease_ids, lease_of, TestEtcd};
 
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -41,7 +41,7 @@ use log::debug;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     etcd_connect::init();
-    etcd_connect::report(run(cli::Args::parse()).await)
+    recipes::errors::report(run(cli::Args::parse()).await)
 }
 
 async fn run(args: cli::Args) -> Result<()> {
@@ -191,7 +191,7 @@ async fn run(args: cli::Args) -> Result<()> {
     match etcd_connect::connect(&anonymous).await {
         Err(e) => {
             println!("5. connect again without a client certificate: refused");
-            println!("   {}", etcd_connect::one_line(&e));
+            println!("   {}", recipes::errors::one_line(&e));
         }
         Ok(_) => println!(
             "5. without a client certificate: accepted. This etcd does not run with --client-cert-auth, so \

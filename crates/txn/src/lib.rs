@@ -12,8 +12,7 @@
 //! first three are 0. The `or_else` branch can read the keys that made the compare fail, so the caller
 //! learns *why* in the same round trip, with nothing to race against.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
@@ -21,6 +20,7 @@ use etcd_client::{
     TxnResponse,
 };
 use log::debug;
+use recipes::errors::Backoff;
 use tokio::time::Instant;
 
 /// The pause after the first lost race is up to this long; each further lost race doubles the limit,
@@ -131,7 +131,7 @@ where
     F: FnMut(Option<&[u8]>) -> Result<V>,
     V: Into<Vec<u8>>,
 {
-    let mut backoff = Backoff::new();
+    let mut backoff = Retries::new();
     loop {
         let got = client
             .get(key, None)
@@ -202,7 +202,7 @@ pub async fn transfer(client: &mut Client, from: &str, to: &str, amount: u64) ->
     if from == to {
         bail!("a transfer needs two different accounts, got {from} twice");
     }
-    let mut backoff = Backoff::new();
+    let mut backoff = Retries::new();
     loop {
         // Both balances from one moment: read `from`, then `to` at the revision the first read saw.
         // (A read-only transaction of two GETs would do it in one round trip, but etcd 3.5.0 to 3.5.4
@@ -296,73 +296,37 @@ fn revision_of(resp: &TxnResponse) -> i64 {
 /// keeps writers that collided from retrying at the same moment. There is no fixed number of attempts:
 /// with many writers on one key, each attempt has a small chance, and a few hundred lost races are
 /// normal. Only a deadline, [`GIVE_UP_AFTER`] from the first attempt, ends the retries.
-struct Backoff {
-    lost: u32,
+struct Retries {
+    pauses: Backoff,
     give_up_at: Instant,
 }
 
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff {
-            lost: 0,
+impl Retries {
+    fn new() -> Retries {
+        Retries {
+            pauses: Backoff::new(FIRST_PAUSE, MAX_PAUSE).full_jitter(),
             give_up_at: Instant::now() + GIVE_UP_AFTER,
         }
     }
 
     /// The attempts made so far, counting the one in progress.
     fn attempts(&self) -> u32 {
-        self.lost + 1
+        self.pauses.failures() + 1
     }
 
     /// Waits after a lost race on `what`, or fails once the deadline has passed.
     async fn pause(&mut self, what: &str, why: &str) -> Result<()> {
-        self.lost += 1;
         let left = self.give_up_at.saturating_duration_since(Instant::now());
         if left.is_zero() {
             bail!(
                 "{what} changed under each of {} attempts in {GIVE_UP_AFTER:?}: too many writers for \
                  optimistic compare-and-swap; serialize them with a lock",
-                self.lost
+                self.attempts()
             );
         }
-        let limit = FIRST_PAUSE
-            .saturating_mul(1 << self.lost.min(16))
-            .min(MAX_PAUSE);
-        let wait = up_to(limit).min(left);
+        let wait = self.pauses.next_pause().min(left);
         debug!("{what} {why}; attempt {} in {wait:?}", self.attempts());
         tokio::time::sleep(wait).await;
         Ok(())
-    }
-}
-
-/// A random duration from 0 to `limit`. The randomness is a xorshift generator seeded from the clock:
-/// enough to spread retries, without a dependency on `rand`.
-fn up_to(limit: Duration) -> Duration {
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let mut x = STATE.load(Ordering::Relaxed);
-    if x == 0 {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        x = nanos | 1;
-    }
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    STATE.store(x, Ordering::Relaxed);
-    limit.mul_f64((x % 1025) as f64 / 1024.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pauses_stay_between_zero_and_the_limit_and_spread_out() {
-        let limit = Duration::from_millis(100);
-        let pauses: Vec<Duration> = (0..1000).map(|_| up_to(limit)).collect();
-        assert!(pauses.iter().all(|p| *p <= limit), "{pauses:?}");
-        assert!(pauses.iter().any(|p| *p < limit / 10), "{pauses:?}");
-        assert!(pauses.iter().any(|p| *p > limit * 9 / 10), "{pauses:?}");
     }
 }

@@ -35,7 +35,7 @@ use clap::Parser;
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
-use etcd_connect::{ExitBudget, Shutdown};
+use recipes::shutdown::{ExitBudget, Shutdown};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -50,7 +50,7 @@ const MAX_AMOUNT: u64 = 30;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     etcd_connect::init();
-    etcd_connect::report(run(cli::Args::parse()).await)
+    recipes::errors::report(run(cli::Args::parse()).await)
 }
 
 async fn run(args: cli::Args) -> Result<()> {
@@ -144,7 +144,7 @@ async fn run(args: cli::Args) -> Result<()> {
             )),
             Err(e) => Err(anyhow!(
                 "{}; the keys this run wrote stay under {prefix} (`etcdctl del --prefix {prefix}` removes them)",
-                etcd_connect::one_line(&e)
+                recipes::errors::one_line(&e)
             )),
         }
     };
@@ -156,8 +156,8 @@ async fn run(args: cli::Args) -> Result<()> {
         (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
         (Err(e), Err(cleanup)) => Err(anyhow!(
             "{}; and then: {}",
-            etcd_connect::one_line(&e),
-            etcd_connect::one_line(&cleanup)
+            recipes::errors::one_line(&e),
+            recipes::errors::one_line(&cleanup)
         )),
     }
 }

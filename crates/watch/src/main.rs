@@ -25,7 +25,7 @@
 //! Try next: `cargo run -p kv` in another terminal (it writes `name`); while this runs, restart etcd
 //! (`scripts/etcd.sh down`, then `up`) and see it resume; `etcdctl compact <rev>` then `--rev 1` to see the
 //! compaction path. In your own code, `WatchOptions::with_prev_key` also hands each event the value it
-//! replaced, and `ResumableWatch` in `src/lib.rs` is steps 3 and 4 packed for a service.
+//! replaced, and `ResumingWatch` in `src/lib.rs` is steps 3 and 4 packed for a service.
 
 mod cli;
 
@@ -35,15 +35,17 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use etcd_client::{EventType, GetOptions, WatchOptions, WatchResponse, WatchStream};
-use etcd_connect::{explain, Shutdown};
-use watch::{give_up, is_permanent, QuickBreaks, ResumableWatch, MAX_RESPONSE};
+use recipes::errors::explain;
+use recipes::errors::is_transient;
+use recipes::resuming_watch::{give_up, QuickBreaks, ResumingWatch, MAX_RESPONSE};
+use recipes::shutdown::Shutdown;
 
 // One watch, read in one loop: the single-threaded runtime is enough, and `select!` between the watch and
 // the shutdown signal needs no extra task.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     etcd_connect::init();
-    etcd_connect::report(run(cli::Args::parse()).await)
+    recipes::errors::report(run(cli::Args::parse()).await)
 }
 
 async fn run(args: cli::Args) -> Result<()> {
@@ -178,7 +180,7 @@ async fn run(args: cli::Args) -> Result<()> {
             // 3. etcd canceled the watch because the revision we asked for was compacted away: the
             //    changes in between cannot be replayed, and asking again from there would fail again.
             //    The state they led to can be read, though. A GET is a snapshot at one store revision, so
-            //    a new watch from that revision + 1 continues exactly after it. (`ResumableWatch::catch_up`
+            //    a new watch from that revision + 1 continues exactly after it. (`ResumingWatch::catch_up`
             //    in src/lib.rs packs the same for a service.)
             Ok(Some(response)) if response.compact_revision() > 0 => {
                 let compact_revision = response.compact_revision();
@@ -237,7 +239,7 @@ async fn run(args: cli::Args) -> Result<()> {
                     // The GET's reply is over MAX_RESPONSE, or etcd refused it: the same would happen
                     // on every try.
                     Err(e) => match e.downcast::<etcd_client::Error>() {
-                        Ok(e) if is_permanent(&e) => {
+                        Ok(e) if !is_transient(&e) => {
                             return Err(give_up(format!("catch up on {what}"), e, MAX_RESPONSE))
                         }
                         // etcd went away in the middle: handled like any lost connection, from
@@ -255,7 +257,7 @@ async fn run(args: cli::Args) -> Result<()> {
             Ok(None) => "etcd closed the stream".into(),
             // A reply over MAX_RESPONSE (see step 1), a permission taken away: opening the watch again
             // from the same revision would meet the same error, forever. Stop, saying what it was.
-            Err(e) if is_permanent(&e) => {
+            Err(e) if !is_transient(&e) => {
                 return Err(give_up(format!("watch {what}"), e, MAX_RESPONSE))
             }
             Err(e) => explain(&e),
@@ -264,7 +266,7 @@ async fn run(args: cli::Args) -> Result<()> {
         // 4. The stream broke: etcd restarted, the network dropped. etcd-client's channel connects again
         //    by itself once etcd is back, but a watch stream is not re-opened for us: we open a new watch
         //    from `next_revision`. Changes made meanwhile are still in etcd's history and arrive first;
-        //    none is repeated. `ResumableWatch::reopen` (src/lib.rs) retries with growing pauses, each try
+        //    none is repeated. `ResumingWatch::reopen` (src/lib.rs) retries with growing pauses, each try
         //    bounded by --dial-timeout, until etcd confirms the watch. Ctrl-C stops the wait.
         //    A watch that opens fine and then breaks at once, every time, would still turn this loop into
         //    a busy one, as each round starts with a successful open. `QuickBreaks` (src/lib.rs) counts
@@ -285,7 +287,7 @@ async fn run(args: cli::Args) -> Result<()> {
                 () = tokio::time::sleep(pause) => {}
             }
         }
-        let mut resume = ResumableWatch::new(key, args.prefix, Some(next_revision));
+        let mut resume = ResumingWatch::new(key, args.prefix, Some(next_revision));
         let reopened = tokio::select! {
             signal = shutdown.recv() => {
                 println!("stopped ({signal}) while reconnecting; no watch was open to cancel");

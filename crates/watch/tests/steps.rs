@@ -1,12 +1,22 @@
-//! `ResumableWatch` and `backoff` from src/lib.rs, in-process, against a throwaway etcd.
+//! `ResumingWatch` and `backoff` from src/lib.rs, in-process, against a throwaway etcd.
 
 use std::net::TcpListener;
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, Txn, TxnOp, WatchStream};
+use recipes::errors::is_transient;
+use recipes::resuming_watch::ResumingWatch;
 use test_etcd::{delete, put, TestEtcd};
 use tokio::sync::mpsc;
-use watch::{backoff, ResumableWatch};
+
+/// The pause after failure number `n + 1` of the default schedule.
+fn backoff(n: u32) -> Duration {
+    let mut schedule = recipes::errors::Backoff::default();
+    for _ in 0..n {
+        schedule.next_pause();
+    }
+    schedule.next_pause()
+}
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -18,7 +28,7 @@ fn put_seen(key: &str, value: &str, revision: i64) -> Seen {
 }
 
 /// Reads `n` events from `stream`, moving `watch` past each response, failing after LIMIT or on a cancel.
-async fn events(stream: &mut WatchStream, watch: &mut ResumableWatch, n: usize) -> Vec<Seen> {
+async fn events(stream: &mut WatchStream, watch: &mut ResumingWatch, n: usize) -> Vec<Seen> {
     let mut seen = Vec::new();
     while seen.len() < n {
         let response = tokio::time::timeout(LIMIT, stream.message())
@@ -56,7 +66,7 @@ async fn a_watch_from_now_pins_the_revision_and_reports_later_changes() {
     let mut client = etcd.client().await;
     let before = put(&mut client, "name", "before").await;
 
-    let mut watch = ResumableWatch::new("name", false, None);
+    let mut watch = ResumingWatch::new("name", false, None);
     assert_eq!(watch.next_revision(), None);
     let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
     assert_eq!(
@@ -84,7 +94,7 @@ async fn a_watch_from_now_pins_the_revision_and_reports_later_changes() {
 async fn a_prefix_watch_sees_keys_under_the_prefix_only() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let mut watch = ResumableWatch::new("/app/", true, None);
+    let mut watch = ResumingWatch::new("/app/", true, None);
     let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
 
     let a = put(&mut client, "/app/a", "1").await;
@@ -104,7 +114,7 @@ async fn a_watch_from_a_past_revision_replays_history() {
     let first = put(&mut client, "name", "v1").await;
     let second = put(&mut client, "name", "v2").await;
 
-    let mut watch = ResumableWatch::new("name", false, Some(first));
+    let mut watch = ResumingWatch::new("name", false, Some(first));
     let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
     assert_eq!(opened.start_revision, first);
     assert_eq!(
@@ -122,7 +132,7 @@ async fn a_watch_from_a_past_revision_replays_history() {
 async fn the_same_client_reopens_after_an_etcd_restart_without_gaps_or_repeats() {
     let mut etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let mut watch = ResumableWatch::new("name", false, None);
+    let mut watch = ResumingWatch::new("name", false, None);
     let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
     let before = put(&mut client, "name", "before").await;
     assert_eq!(
@@ -159,7 +169,7 @@ async fn the_same_client_reopens_after_an_etcd_restart_without_gaps_or_repeats()
 async fn reopen_retries_with_backoff_while_etcd_is_down_then_resumes() {
     let mut etcd = TestEtcd::start().await;
     let client = etcd.client().await;
-    let mut watch = ResumableWatch::new("name", false, None);
+    let mut watch = ResumingWatch::new("name", false, None);
     let opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
     let from = opened.start_revision;
     drop(opened);
@@ -203,7 +213,7 @@ async fn each_attempt_is_bounded_when_the_server_never_answers() {
         .await
         .expect("connect is lazy");
 
-    let mut watch = ResumableWatch::new("name", false, Some(5));
+    let mut watch = ResumingWatch::new("name", false, Some(5));
     let mut failures = Vec::new();
     let gave_up = tokio::time::timeout(
         Duration::from_secs(3),
@@ -241,7 +251,7 @@ async fn a_compacted_start_is_canceled_and_catch_up_reads_the_state_then_watches
     let kept = put(&mut client, "/s/a", "kept").await;
     client.compact(kept, None).await.expect("compact succeeds");
 
-    let mut watch = ResumableWatch::new("/s/", true, Some(old));
+    let mut watch = ResumingWatch::new("/s/", true, Some(old));
     let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
     let canceled = tokio::time::timeout(LIMIT, opened.stream.message())
         .await
@@ -288,7 +298,7 @@ async fn a_compacted_start_is_canceled_and_catch_up_reads_the_state_then_watches
 async fn advance_moves_past_the_last_event_and_ignores_responses_without_events() {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let mut watch = ResumableWatch::new("/t/", true, None);
+    let mut watch = ResumingWatch::new("/t/", true, None);
     let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
 
     // One transaction, one revision, two events in one response: the position moves past it once.
@@ -330,14 +340,17 @@ async fn a_reply_over_the_limit_is_not_retried() {
     let first = put(&mut client, "/big/a", &value).await;
     put(&mut client, "/big/b", &value).await;
 
-    let mut watch = ResumableWatch::new("/big/", true, Some(first)).with_max_response(64 * 1024);
+    let mut watch = ResumingWatch::new("/big/", true, Some(first)).with_max_response(64 * 1024);
     let mut opened = watch.reopen(&client, LIMIT, no_retry).await.unwrap();
     let error = tokio::time::timeout(LIMIT, opened.stream.message())
         .await
         .expect("etcd answers")
         .expect_err("80 KB of replay is over 64 KiB");
-    assert!(watch::is_permanent(&error), "{error:?}");
-    let said = format!("{:#}", watch::give_up("watch /big/", error, 64 * 1024));
+    assert!(!is_transient(&error), "{error:?}");
+    let said = format!(
+        "{:#}",
+        recipes::resuming_watch::give_up("watch /big/", error, 64 * 1024)
+    );
     assert!(
         said.starts_with(
             "watch /big/: one reply from etcd is over the 65536 bytes this watcher accepts"
@@ -354,7 +367,7 @@ async fn a_reply_over_the_limit_is_not_retried() {
         "{gave_up:#}"
     );
     assert!(
-        !watch::is_permanent(&etcd_client::Error::WatchError("channel closed".into())),
+        is_transient(&etcd_client::Error::WatchError("channel closed".into())),
         "a broken stream is worth retrying"
     );
 }

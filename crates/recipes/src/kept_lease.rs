@@ -1,16 +1,19 @@
-//! The reusable part of the `keepalive` topic: [`KeptLease`], which keeps a lease alive with the two ends
-//! of an etcd-client keep-alive stream: it renews every TTL/3, reads what etcd answers, and re-opens the
-//! stream when it breaks.
+//! A lease that lives exactly as long as your process: [`KeptLease`] renews it when you ask (Go's
+//! `KeepAlive`, which etcd-client leaves to you), and [`Session`] renews it in the background (Go's
+//! `concurrency.NewSession`), for a lock or an election.
 //!
-//! Every other call of the topic is one `etcd-client` call, and `src/main.rs` makes it where it explains
-//! it. This file depends only on `etcd-client`, `tokio`, `anyhow` and `log`, so it can be copied into a
-//! service as is (see the topic README, "Use it in your project").
+//! Depends on `etcd-client`, `tokio`, `anyhow` and `log`, and on its sibling `errors.rs` (for [`Backoff`]
+//! and [`explain`]): copy the two files.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use log::debug;
+use tokio::task::JoinHandle;
+
+use crate::errors::{explain, Backoff};
 
 /// First pause between attempts to re-open a broken keep-alive stream. It doubles after each failed
 /// attempt, up to [`MAX_PAUSE`] (or a third of the TTL, if that is shorter), so an etcd that is down or
@@ -113,7 +116,7 @@ impl KeptLease {
         let answer = tokio::time::timeout(every, self.answers.message())
             .await
             .map_err(|_| anyhow!("no keep-alive answer within {every:.1?}"))?
-            .map_err(|e| anyhow!("keep-alive stream failed: {}", brief(&e)))?
+            .map_err(|e| anyhow!("keep-alive stream failed: {}", explain(&e)))?
             .ok_or_else(|| anyhow!("etcd closed the keep-alive stream"))?;
         debug!("keep-alive answer: {answer:?}");
 
@@ -136,7 +139,8 @@ impl KeptLease {
         let id = self.id;
         let deadline = self.deadline();
         let every = self.renew_every();
-        let mut pause = FIRST_PAUSE;
+        // Pauses grow, but stay within a renewal period: the lease has only its TTL left.
+        let mut backoff = Backoff::new(FIRST_PAUSE, MAX_PAUSE.min(every));
         let mut last_error = String::from("no attempt finished in time");
         while Instant::now() < deadline {
             let sent_at = Instant::now();
@@ -154,10 +158,13 @@ impl KeptLease {
                 Ok(Err(etcd_client::Error::LeaseKeepAliveError(why)))
                     if why == "lease not found" =>
                 {
-                    bail!("lease {id:016x} is gone ({why}): {}", self.why_gone())
+                    bail!(
+                        "lease {id:016x} is gone: etcd says it no longer exists ({why}); {}",
+                        self.why_gone()
+                    )
                 }
                 Ok(Err(e)) => {
-                    last_error = brief(&e);
+                    last_error = explain(&e);
                     debug!("re-opening the keep-alive stream for lease {id:016x} failed: {e}");
                 }
                 Err(_) => {
@@ -166,8 +173,7 @@ impl KeptLease {
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(MAX_PAUSE).min(every);
+            tokio::time::sleep(backoff.next_pause().min(left)).await;
         }
         bail!(
             "could not renew lease {id:016x} within its TTL of {}s, so etcd deletes its keys as soon as it \
@@ -194,37 +200,156 @@ impl KeptLease {
     }
 }
 
-/// A third of `ttl_secs` (at least a third of a second).
+/// A lease kept alive in the background for as long as this process runs: Go's `concurrency.Session`.
+///
+/// Use it for every lock you take and every campaign you run: grant a lease
+/// (`client.lease_grant(ttl, None)`), start a session on it, and lock with
+/// `LockOptions::new().with_lease(session.lease_id())` (or campaign with it). etcd-client does not renew a
+/// lease by itself; without this task the lease, and the lock with it, would expire after `ttl` seconds
+/// although the holder is still working. When the process dies, the renewals stop and etcd frees its
+/// locks one TTL later.
+///
+/// The renewals are a [`KeptLease`] in a task of its own, so they ride out a short etcd outage (a restart,
+/// a lost connection) the same way: the session is lost only when the lease really is gone, because etcd
+/// says so (it expired or was revoked), or no renewal was confirmed for a whole TTL, after which etcd may
+/// have deleted the lock key and handed the lock to someone else.
+///
+/// Dropping the session stops the renewals but does not end the lease. To give everything up at once,
+/// drop it and then `client.lease_revoke(id)`: revoking deletes every key attached to the lease, so a lock
+/// still held, or a place still queued for, is released (what Go's `session.Close()` does).
+pub struct Session {
+    lease_id: i64,
+    ttl: i64,
+    /// Until when the lease surely lives: the last confirmed renewal + TTL. The renewer moves it on.
+    alive_until: Arc<Mutex<Instant>>,
+    renewer: JoinHandle<String>,
+    /// Why the session is lost, once [`Session::lost`] has seen it.
+    lost: Option<String>,
+}
+
+impl Session {
+    /// Starts keeping lease `lease_id` alive. `ttl` is the TTL etcd *granted* (`LeaseGrantResponse::ttl`,
+    /// which may be longer than the one asked for): the lease is renewed every third of it, so that one
+    /// late or lost renewal does not let it expire.
+    pub async fn start(client: &Client, lease_id: i64, ttl: i64) -> Result<Session> {
+        let mut client = client.clone();
+        // Opening the stream already renews the lease once, and fails if the lease no longer exists.
+        let (keeper, answers) = client
+            .lease_keep_alive(lease_id)
+            .await
+            .with_context(|| format!("start renewing lease {lease_id:016x}"))?;
+        let kept = KeptLease::new(lease_id, ttl, keeper, answers);
+        let alive_until = Arc::new(Mutex::new(kept.deadline()));
+        debug!(
+            "session on lease {lease_id:016x} (ttl {ttl}s): renewed every {:?}",
+            kept.renew_every()
+        );
+        let renewer = tokio::spawn(renew(kept, client, Arc::clone(&alive_until)));
+        Ok(Session {
+            lease_id,
+            ttl,
+            alive_until,
+            renewer,
+            lost: None,
+        })
+    }
+
+    /// The lease ID: it names this session's lock keys, and etcd deletes them with it.
+    pub fn lease_id(&self) -> i64 {
+        self.lease_id
+    }
+
+    /// The TTL etcd granted, in seconds: how long the lock outlives this process if it dies.
+    pub fn ttl(&self) -> i64 {
+        self.ttl
+    }
+
+    /// Until when the lease surely lives: the last renewal etcd confirmed, plus the TTL.
+    pub fn alive_until(&self) -> Instant {
+        read(&self.alive_until)
+    }
+
+    /// Whether the lease surely still lives right now, without asking etcd. Check it just before an
+    /// action that needs the lock: a process that was frozen (SIGSTOP, a VM pause) past its TTL sees
+    /// `false` at once on waking up, even before the renewer has run again.
+    pub fn is_alive(&self) -> bool {
+        self.lost.is_none() && !self.renewer.is_finished() && Instant::now() < self.alive_until()
+    }
+
+    /// Resolves only once the session is lost: etcd said the lease is gone (it expired or was revoked),
+    /// or no renewal was confirmed for a whole TTL. From then on someone else may hold this session's
+    /// lock, so stop the work the lock protects. A short outage that the renewer rides out does not
+    /// resolve it. Go's `session.Done()`. Use it in `tokio::select!` next to the work.
+    pub async fn lost(&mut self) -> String {
+        if let Some(why) = &self.lost {
+            return why.clone();
+        }
+        let alive_until = Arc::clone(&self.alive_until);
+        let why = loop {
+            let until = read(&alive_until);
+            tokio::select! {
+                joined = &mut self.renewer => break match joined {
+                    Ok(why) => why,
+                    Err(e) => format!("the renewal task stopped: {e}"),
+                },
+                () = tokio::time::sleep_until(until.into()) => {
+                    // The renewer may have moved the deadline on meanwhile: then wait for the new one.
+                    if Instant::now() >= read(&alive_until) {
+                        break format!(
+                            "no renewal of lease {:016x} was confirmed within its TTL of {}s, so etcd may \
+                             have deleted its keys",
+                            self.lease_id, self.ttl
+                        );
+                    }
+                }
+            }
+        };
+        self.renewer.abort();
+        self.lost = Some(why.clone());
+        why
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+/// The task of a [`Session`]: renews until the lease is gone, re-opening the stream whenever it breaks,
+/// and publishes each new deadline; returns why it stopped.
+async fn renew(
+    mut kept: KeptLease,
+    mut client: Client,
+    alive_until: Arc<Mutex<Instant>>,
+) -> String {
+    let id = kept.id;
+    loop {
+        match kept.renew_when_due().await {
+            Ok(Renewal::Alive { .. }) => {}
+            Ok(Renewal::Gone) => {
+                return format!(
+                    "lease {id:016x} no longer exists on the server (etcd answered a renewal with TTL 0): {}",
+                    kept.why_gone()
+                )
+            }
+            Err(broken) => {
+                debug!("keep-alive stream of lease {id:016x} broke ({broken:#}); re-opening it");
+                if let Err(why) = kept.reopen(&mut client).await {
+                    return format!("{why:#}");
+                }
+                debug!("keep-alive stream of lease {id:016x} re-opened");
+            }
+        }
+        *alive_until.lock().unwrap_or_else(|e| e.into_inner()) = kept.deadline();
+    }
+}
+
+fn read(at: &Mutex<Instant>) -> Instant {
+    *at.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A third of `ttl_secs` (at least a third of a second): the renewal period, as Go's client.
 fn third_of(ttl_secs: i64) -> Duration {
     Duration::from_secs(ttl_secs.max(1) as u64) / 3
-}
-
-/// An etcd-client error in the words a user can act on. A gRPC status prints as a long dump of code,
-/// message, details and metadata; its message and innermost cause (`Connection refused (os error 111)`)
-/// say what happened. Full errors stay in the debug log.
-fn brief(e: &etcd_client::Error) -> String {
-    let etcd_client::Error::GRpcStatus(status) = e else {
-        return e.to_string();
-    };
-    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(status);
-    while let Some(deeper) = cause.and_then(|c| c.source()) {
-        cause = Some(deeper);
-    }
-    match cause {
-        Some(cause) => format!("{} ({cause})", status.message()),
-        None => status.message().to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::third_of;
-    use std::time::Duration;
-
-    #[test]
-    fn renewals_come_every_third_of_the_ttl() {
-        assert_eq!(third_of(6), Duration::from_secs(2));
-        assert_eq!(third_of(3), Duration::from_secs(1));
-        assert_eq!(third_of(0), Duration::from_secs(1) / 3);
-    }
 }

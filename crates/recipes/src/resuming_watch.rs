@@ -1,25 +1,22 @@
-//! The reusable part of the `watch` topic: a watch that picks up where it left off after a lost stream or
-//! a compacted history, and the growing pause between its retries.
+//! A watch that resumes where it stopped: [`ResumingWatch`] remembers the next revision it has not
+//! handled, so after a lost stream it asks for "everything from there" on a new one, without missing or
+//! repeating a change; after a compaction it reads the current state and goes on from there.
 //!
-//! The one idea to take away: a watch is a position in etcd's history, not a live feed. Every change has a
-//! revision, so a watcher that remembers the next revision it has not handled can always ask for
-//! "everything from there", on a new stream, without missing or repeating a change, as long as etcd still
-//! keeps that part of its history (compaction drops it).
+//! The one idea to take away: a watch is a position in etcd's history, not a live feed. Every change has
+//! a revision, so a watcher that remembers the next one can always resume, as long as etcd still keeps
+//! that part of its history (compaction drops it). Around it: [`MAX_RESPONSE`], the decoding limit a
+//! watch needs, and [`QuickBreaks`] for a stream that opens and breaks at once.
 //!
-//! Around it: [`MAX_RESPONSE`], the decoding limit a watch needs (a replay of history can be far bigger
-//! than etcd-client's 4 MiB default), [`is_permanent`] to tell an error worth retrying from one that
-//! retrying cannot fix, [`QuickBreaks`] and [`backoff`] for the pauses of a retry loop.
-//!
-//! `src/main.rs` makes each `etcd-client` call of the topic itself, where it explains it; it uses
-//! [`ResumableWatch::reopen`] and [`QuickBreaks`] when the connection breaks. This file depends only on
-//! `etcd-client`, `tokio`, `anyhow` and `log`, so it can be copied into a service as is (see the topic
-//! README, "Use it in your project").
+//! Depends on `etcd-client`, `tokio`, `anyhow` and `log`, and on its sibling `errors.rs` (for
+//! [`Backoff`] and [`is_transient`]): copy the two files.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use etcd_client::{Client, GetOptions, GetResponse, WatchOptions, WatchResponse, WatchStream};
 use log::debug;
+
+use crate::errors::{is_transient, Backoff};
 
 /// The largest reply this watch accepts from etcd, in bytes: 64 MiB, where etcd-client's default is 4 MiB.
 ///
@@ -30,14 +27,13 @@ use log::debug;
 /// fails to decode on every try, so a watcher that retried it would loop forever. 64 MiB holds the
 /// replay of about 40 writes of the largest size etcd accepts, at the cost of nothing until such a
 /// reply comes (the limit is a cap, not a buffer). A reply even larger than this still fails: it is
-/// reported as an error retrying cannot fix (see [`is_permanent`]), and the watcher stops with a clear
+/// reported as an error retrying cannot fix (see [`is_transient`]), and the watcher stops with a clear
 /// message instead of spinning. Watch from a later revision, or raise the limit with
-/// [`ResumableWatch::with_max_response`].
+/// [`ResumingWatch::with_max_response`].
 ///
-/// This is the one limit for every long-lived read and watch of the topics: the other topics' `main.rs`
-/// use `etcd_connect::MAX_RESPONSE`, and the discovery topic's watcher repeats it as
-/// `discovery::MAX_RESPONSE` (each topic's `src/lib.rs` stays copyable on its own);
-/// crates/etcd-connect/tests/limits.rs fails if the three differ. Change them together.
+/// This is the one limit for every long-lived read and watch of the topics: each goes through
+/// `client.watch_client().max_decoding_message_size(MAX_RESPONSE)`, never `client.watch` (which keeps
+/// 4 MiB); crates/etcd-connect/tests/limits.rs fails on a `client.watch(..)` in a topic.
 pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
 /// A watch on a key (or a prefix) that remembers the next revision to ask for, so it can be opened again
@@ -50,38 +46,21 @@ pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 ///
 /// ```no_run
 /// # async fn follow(client: &etcd_client::Client) -> anyhow::Result<()> {
-/// use std::time::Duration;
-/// use watch::ResumableWatch;
+/// use recipes::resuming_watch::{Delivery, ResumingWatch};
 ///
-/// let timeout = Duration::from_secs(5);
-/// let log_retry = |attempt: u32, error: &anyhow::Error, pause: Duration| {
-///     log::warn!("watch attempt {attempt} failed ({error:#}); retrying in {pause:?}")
-/// };
-/// let mut watch = ResumableWatch::new("/config/", true, None);
-/// let mut opened = watch.reopen(client, timeout, log_retry).await?;
+/// let mut watch = ResumingWatch::new("/config/", true, None);
 /// loop {
-///     match opened.stream.message().await {
-///         // The history we asked for is gone: start over from the current state.
-///         Ok(Some(resp)) if resp.canceled() && resp.compact_revision() > 0 => {
-///             opened = watch.catch_up(client, timeout, log_retry).await?;
-///             let state = opened.state.as_ref().expect("catch_up reads the state");
-///             // ... rebuild what you keep from state.kvs() ...
-///         }
-///         Ok(Some(resp)) if resp.canceled() => {
-///             anyhow::bail!("etcd canceled the watch: {}", resp.cancel_reason())
-///         }
-///         Ok(Some(resp)) => {
+///     // Each call first counts what the last one delivered as handled, so a crash in between means a
+///     // replay, not a gap. A lost stream is opened again inside, from where it stopped.
+///     match watch.next(client, |_, _, _| {}).await? {
+///         Delivery::Events(resp) => {
 ///             for event in resp.events() {
 ///                 // ... apply the event ...
 ///             }
-///             watch.advance(&resp); // after applying, so a crash in between replays, not skips
 ///         }
-///         // A reply too big for the client, no permission: the same again on every try.
-///         Err(e) if watch::is_permanent(&e) => {
-///             return Err(watch::give_up("watch /config/", e, watch::MAX_RESPONSE))
-///         }
-///         // etcd restarted, the network dropped: open again from where we were.
-///         Ok(None) | Err(_) => opened = watch.reopen(client, timeout, log_retry).await?,
+///         // The history we needed was compacted: here is the current state instead.
+///         Delivery::CaughtUp(state) => { /* ... rebuild what you keep from state.kvs() ... */ }
+///         Delivery::Opened { from } | Delivery::Reopened { from } => log::info!("watching from revision {from}"),
 ///     }
 /// }
 /// # }
@@ -94,11 +73,17 @@ pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 ///
 /// It watches through `client.watch_client()` with its decoding limit raised to [`MAX_RESPONSE`], since
 /// `Client::watch` keeps etcd-client's 4 MiB default, too small for a replay of big values. An error that
-/// retrying cannot fix ([`is_permanent`]) ends `reopen` with that error; any other is retried with a
+/// retrying cannot fix (not [`is_transient`]) ends `reopen` with that error; any other is retried with a
 /// growing pause, and so is a watch that breaks again right after it opened ([`QuickBreaks`]).
-#[derive(Debug, Clone)]
-pub struct ResumableWatch {
+#[derive(Debug)]
+pub struct ResumingWatch {
     key: Vec<u8>,
+    /// The stream [`next`](Self::next) reads, once open.
+    open: Option<Opened>,
+    /// The revision right after the events [`next`](Self::next) delivered last: handled once it is called
+    /// again.
+    delivered_up_to: Option<i64>,
+    attempt_timeout: Duration,
     prefix: bool,
     next_revision: Option<i64>,
     max_response: usize,
@@ -108,7 +93,22 @@ pub struct ResumableWatch {
     logged_in_again: bool,
 }
 
-/// A watch that etcd has confirmed, from [`ResumableWatch::reopen`] or [`ResumableWatch::catch_up`].
+/// What [`ResumingWatch::next`] brings.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The watch is open, for the first time, from this revision.
+    Opened { from: i64 },
+    /// The stream broke (etcd restarted, the network dropped) and is open again, from this revision:
+    /// nothing in between is lost, it comes next.
+    Reopened { from: i64 },
+    /// Changes, in revision order.
+    Events(WatchResponse),
+    /// The history the watch needed was compacted: this is what the watched keys hold now, read with
+    /// one GET; the changes after it come next.
+    CaughtUp(GetResponse),
+}
+
+/// A watch that etcd has confirmed, from [`ResumingWatch::reopen`] or [`ResumingWatch::catch_up`].
 #[derive(Debug)]
 pub struct Opened {
     /// Read changes with `stream.message()`; stop with `stream.cancel(watch_id)`.
@@ -117,7 +117,7 @@ pub struct Opened {
     pub watch_id: i64,
     /// The first revision this watch reports.
     pub start_revision: i64,
-    /// From [`ResumableWatch::catch_up`] only: what the watched keys held when the watch started, read
+    /// From [`ResumingWatch::catch_up`] only: what the watched keys held when the watch started, read
     /// with one GET at revision `start_revision - 1`.
     pub state: Option<GetResponse>,
 }
@@ -131,10 +131,10 @@ enum Failure {
 }
 
 /// For `map_err`: an etcd-client error, with what we were doing, as a failure worth retrying, or as a
-/// refusal when retrying cannot fix it ([`is_permanent`]).
+/// refusal when retrying cannot fix it (not [`is_transient`]).
 fn failed(doing: String, max_response: usize) -> impl FnOnce(etcd_client::Error) -> Failure {
     move |e| {
-        if is_permanent(&e) {
+        if !is_transient(&e) {
             Failure::Refused(give_up(doing, e, max_response))
         } else {
             Failure::Retry(anyhow!(e).context(doing))
@@ -142,44 +142,7 @@ fn failed(doing: String, max_response: usize) -> impl FnOnce(etcd_client::Error)
     }
 }
 
-/// Whether retrying cannot fix this etcd-client error, so a retry loop must stop on it instead of
-/// trying again (with whatever pause) forever.
-///
-/// - Permanent: a reply over the client's decoding limit ("decoded message length too large", gRPC
-///   `OUT_OF_RANGE`: the same history gives the same reply), `PERMISSION_DENIED`, `UNAUTHENTICATED`,
-///   `INVALID_ARGUMENT`, `FAILED_PRECONDITION`, `UNIMPLEMENTED`, and the client's own input errors
-///   (a bad endpoint or argument).
-/// - Worth retrying with a growing pause: everything else, above all a lost connection (transport
-///   error, `UNAVAILABLE`: etcd is restarting, a member is down) and `DEADLINE_EXCEEDED` (etcd was slow).
-pub fn is_permanent(e: &etcd_client::Error) -> bool {
-    use etcd_client::Error;
-    // gRPC status codes by number (see grpc's doc/statuscodes.md); tonic is not a dependency here.
-    const INVALID_ARGUMENT: i32 = 3;
-    const PERMISSION_DENIED: i32 = 7;
-    const FAILED_PRECONDITION: i32 = 9;
-    const OUT_OF_RANGE: i32 = 11;
-    const UNIMPLEMENTED: i32 = 12;
-    const UNAUTHENTICATED: i32 = 16;
-    match e {
-        Error::GRpcStatus(status) => matches!(
-            status.code() as i32,
-            INVALID_ARGUMENT
-                | PERMISSION_DENIED
-                | FAILED_PRECONDITION
-                | OUT_OF_RANGE
-                | UNIMPLEMENTED
-                | UNAUTHENTICATED
-        ),
-        Error::InvalidArgs(_)
-        | Error::InvalidUri(_)
-        | Error::InvalidMetadataValue(_)
-        | Error::EndpointError(_)
-        | Error::EndpointsNotManaged => true,
-        _ => false,
-    }
-}
-
-/// An error that retrying cannot fix ([`is_permanent`]), with what we were doing, as the error to stop on.
+/// An error that retrying cannot fix (not [`is_transient`]), with what we were doing, as the error to stop on.
 ///
 /// A reply over the decoding limit is put in words here, because the limit is this program's choice
 /// (`max_response` bytes), not etcd's: the generic advice about etcd-client's 4 MiB default would be
@@ -212,12 +175,15 @@ pub fn give_up(
     }
 }
 
-impl ResumableWatch {
+impl ResumingWatch {
     /// A watch on `key` (every key starting with `key` if `prefix`), to be opened from revision `from`;
     /// `None` means "changes after now", pinned to a number when the watch is first opened.
-    pub fn new(key: impl Into<Vec<u8>>, prefix: bool, from: Option<i64>) -> ResumableWatch {
-        ResumableWatch {
+    pub fn new(key: impl Into<Vec<u8>>, prefix: bool, from: Option<i64>) -> ResumingWatch {
+        ResumingWatch {
             key: key.into(),
+            open: None,
+            delivered_up_to: None,
+            attempt_timeout: Duration::from_secs(5),
             prefix,
             next_revision: from,
             max_response: MAX_RESPONSE,
@@ -228,9 +194,96 @@ impl ResumableWatch {
 
     /// Accept replies up to `bytes` instead of [`MAX_RESPONSE`]; a reply over it ends
     /// [`reopen`](Self::reopen) with an error (see [`MAX_RESPONSE`]).
-    pub fn with_max_response(mut self, bytes: usize) -> ResumableWatch {
+    pub fn with_max_response(mut self, bytes: usize) -> ResumingWatch {
         self.max_response = bytes;
         self
+    }
+
+    /// Bound each attempt of [`next`](Self::next) to open the watch by `limit` instead of 5 s (use the
+    /// dial timeout): a request to a server that vanished can wait forever.
+    pub fn with_attempt_timeout(mut self, limit: Duration) -> ResumingWatch {
+        self.attempt_timeout = limit;
+        self
+    }
+
+    /// The next thing the watch brings, opening (and re-opening) its stream as needed: the whole
+    /// resuming watch in one call (see the example on [`ResumingWatch`]).
+    ///
+    /// Calling it again means the events it returned last are handled: only then does the position move
+    /// past them. `on_retry(attempt, error, pause)` is told of each failed attempt to open the stream (see
+    /// [`reopen`](Self::reopen)). It fails only on what retrying cannot fix: etcd refused or cancelled
+    /// the watch, or a reply over [`MAX_RESPONSE`].
+    pub async fn next(
+        &mut self,
+        client: &Client,
+        mut on_retry: impl FnMut(u32, &anyhow::Error, Duration),
+    ) -> Result<Delivery> {
+        if let Some(next) = self.delivered_up_to.take() {
+            self.next_revision = Some(next);
+            self.breaks.delivered();
+        }
+        loop {
+            let Some(open) = self.open.as_mut() else {
+                let first = self.next_revision.is_none();
+                let opened = self
+                    .reopen(client, self.attempt_timeout, &mut on_retry)
+                    .await?;
+                let from = opened.start_revision;
+                self.open = Some(opened);
+                return Ok(if first {
+                    Delivery::Opened { from }
+                } else {
+                    Delivery::Reopened { from }
+                });
+            };
+            match open.stream.message().await {
+                Ok(Some(resp)) if resp.canceled() && resp.compact_revision() > 0 => {
+                    debug!(
+                        "history compacted at {}: catching up",
+                        resp.compact_revision()
+                    );
+                    self.open = None;
+                    let mut opened = self
+                        .catch_up(client, self.attempt_timeout, &mut on_retry)
+                        .await?;
+                    let state = opened.state.take();
+                    self.open = Some(opened);
+                    if let Some(state) = state {
+                        return Ok(Delivery::CaughtUp(state));
+                    }
+                }
+                Ok(Some(resp)) if resp.canceled() => {
+                    return Err(anyhow!(
+                        "etcd cancelled the watch on {}: {}",
+                        self.describe(),
+                        resp.cancel_reason()
+                    ))
+                }
+                Ok(Some(resp)) => {
+                    let last = resp
+                        .events()
+                        .iter()
+                        .filter_map(|e| e.kv())
+                        .map(|kv| kv.mod_revision())
+                        .max();
+                    if let Some(last) = last {
+                        self.delivered_up_to = Some(last + 1);
+                        return Ok(Delivery::Events(resp));
+                    }
+                }
+                Err(e) if !is_transient(&e) => {
+                    return Err(give_up(
+                        format!("watch {}", self.describe()),
+                        e,
+                        self.max_response,
+                    ))
+                }
+                Ok(None) | Err(_) => {
+                    debug!("the watch on {} broke; opening it again", self.describe());
+                    self.open = None;
+                }
+            }
+        }
     }
 
     /// The revision the next [`reopen`](Self::reopen) asks for; `None` until the first open pins "now".
@@ -260,8 +313,8 @@ impl ResumableWatch {
     /// while no watch was open are still in etcd's history and come first; none is repeated. Each attempt
     /// is bounded by `attempt_timeout`, because a request to a server that vanished can wait forever.
     /// After a failed attempt, `on_retry(attempt, error, pause)` is called and the next one waits `pause`,
-    /// see [`backoff`]. It retries until etcd answers; it returns an error only when etcd refuses the
-    /// watch itself, or on an error that retrying cannot fix ([`is_permanent`]). If the watch it opened
+    /// see [`Backoff`]. It retries until etcd answers; it returns an error only when etcd refuses the
+    /// watch itself, or on an error that retrying cannot fix (not [`is_transient`]). If the watch it opened
     /// last broke again before it delivered anything (see [`QuickBreaks`]), it first waits a growing pause,
     /// so that a stream that fails at once every time cannot make a busy loop either. It is safe to drop while it waits (in `tokio::select!` with a shutdown signal, for
     /// instance): the position is only moved once a watch is open.
@@ -308,7 +361,7 @@ impl ResumableWatch {
             debug!("the last watch broke before delivering anything; waiting {pause:?} first");
             tokio::time::sleep(pause).await;
         }
-        let mut failures: u32 = 0;
+        let mut backoff = Backoff::default();
         loop {
             let attempt = self.try_open(client, read_state_first);
             let error = match tokio::time::timeout(attempt_timeout, attempt).await {
@@ -320,10 +373,9 @@ impl ResumableWatch {
                 Ok(Err(Failure::Retry(error))) => error,
                 Err(_) => anyhow!("etcd did not answer within {attempt_timeout:?}"),
             };
-            let pause = backoff(failures);
-            failures = failures.saturating_add(1);
-            debug!("watch attempt {failures} failed: {error:#}");
-            on_retry(failures, &error, pause);
+            let pause = backoff.next_pause();
+            debug!("watch attempt {} failed: {error:#}", backoff.failures());
+            on_retry(backoff.failures(), &error, pause);
             tokio::time::sleep(pause).await;
         }
     }
@@ -457,7 +509,7 @@ pub const STABLE: Duration = Duration::from_secs(10);
 /// that delivered something, or stayed open for [`STABLE`], resets the count.
 #[derive(Debug, Default, Clone)]
 pub struct QuickBreaks {
-    in_a_row: u32,
+    in_a_row: Backoff,
     opened_at: Option<Instant>,
     delivered: bool,
 }
@@ -475,44 +527,23 @@ impl QuickBreaks {
     }
 
     /// The stream ended: the pause to take before opening the next one. Zero when it worked (or when
-    /// nothing was open), [`backoff`] growing with each quick break in a row otherwise.
+    /// nothing was open), [`Backoff::default`] growing with each quick break in a row otherwise.
     pub fn broke(&mut self) -> Duration {
         let quick = self
             .opened_at
             .take()
             .is_some_and(|at| !self.delivered && at.elapsed() < STABLE);
         if !quick {
-            self.in_a_row = 0;
+            self.in_a_row.reset();
             return Duration::ZERO;
         }
-        let pause = backoff(self.in_a_row);
-        self.in_a_row = self.in_a_row.saturating_add(1);
-        pause
+        self.in_a_row.next_pause()
     }
-}
-
-/// How long to wait after failed attempt number `failures + 1` (0 for the first failure): 0.2 s, doubling
-/// each time, capped at 5 s.
-///
-/// Use it for any loop that retries a call to etcd. Waiting longer and longer keeps many clients from
-/// hammering an etcd that is coming back up (or a CPU from spinning on an error that does not go away);
-/// the cap keeps a client from sleeping long after etcd is back.
-pub fn backoff(failures: u32) -> Duration {
-    const FIRST: Duration = Duration::from_millis(200);
-    const CAP: Duration = Duration::from_secs(5);
-    FIRST.saturating_mul(2u32.saturating_pow(failures)).min(CAP)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_then_stays_at_the_cap() {
-        let waits: Vec<u128> = (0..7).map(|a| backoff(a).as_millis()).collect();
-        assert_eq!(waits, [200, 400, 800, 1600, 3200, 5000, 5000]);
-        assert_eq!(backoff(u32::MAX), Duration::from_secs(5), "no overflow");
-    }
 
     #[test]
     fn quick_breaks_in_a_row_wait_longer_and_a_working_watch_resets_them() {
@@ -528,22 +559,18 @@ mod tests {
         breaks.delivered();
         assert_eq!(breaks.broke(), Duration::ZERO, "it delivered: it worked");
         breaks.opened();
-        assert_eq!(breaks.broke(), backoff(0), "the count starts over");
-    }
-
-    #[test]
-    fn errors_are_split_into_retry_and_give_up() {
-        use etcd_client::Error;
-        assert!(!is_permanent(&Error::WatchError("channel closed".into())));
-        assert!(is_permanent(&Error::InvalidArgs("bad".into())));
-        assert!(is_permanent(&Error::EndpointError("bad".into())));
+        assert_eq!(
+            breaks.broke(),
+            Duration::from_millis(200),
+            "the count starts over"
+        );
     }
 
     #[test]
     fn a_watch_is_described_as_the_user_named_it() {
-        assert_eq!(ResumableWatch::new("name", false, None).describe(), "name");
+        assert_eq!(ResumingWatch::new("name", false, None).describe(), "name");
         assert_eq!(
-            ResumableWatch::new("/app/", true, Some(3)).describe(),
+            ResumingWatch::new("/app/", true, Some(3)).describe(),
             "every key under /app/"
         );
     }

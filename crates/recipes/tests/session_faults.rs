@@ -1,19 +1,14 @@
-//! The lease keeper's fault tests, run against `keepalive::KeptLease`.
-//!
-//! The keepalive topic and the lock topic each keep their own copy of the same renewal logic (each topic's
-//! `src/lib.rs` stays copyable on its own): `keepalive::KeptLease` here, `lock::Session` there. So the SAME
-//! scenarios, with the SAME test names, run against both: this file and
-//! `crates/lock/tests/keeper_faults.rs` differ only in `keep`, the driver that runs the keeper the way
-//! its topic's `src/main.rs` does, and in the last test here, which checks that the two files list the
-//! same scenarios.
+//! The lease keeper's fault tests, run against `recipes::kept_lease::Session` driven the way the lock
+//! topic drives it. `tests/kept_lease_faults.rs` runs the same scenarios, with the same names, against
+//! the `KeptLease` it is built on.
 //!
 //! Everything runs in-process against a real etcd (`test_etcd::TestEtcd`) that is killed, restarted,
 //! frozen (SIGSTOP) and stopped under the keeper, with TTLs of 3 to 5 seconds.
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, PutOptions};
-use keepalive::{KeptLease, Renewal};
+use etcd_client::{Client, LockOptions};
+use recipes::kept_lease::Session;
 use test_etcd::TestEtcd;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -58,58 +53,44 @@ impl Drop for Kept {
     }
 }
 
-/// The key this file puts on the lease.
-const KEY: &str = "/faults/key";
+/// The lock this file's key belongs to.
+const NAME: &str = "/faults/lock";
 
-/// The driver for `keepalive::KeptLease`, as `src/main.rs` runs it: grant a lease, put the key on it,
-/// open the keep-alive stream with `client.lease_keep_alive(id)`, hand its two ends to `KeptLease::new`,
-/// then loop on `renew_when_due()`, calling `reopen()` when the stream breaks. `Renewal::Gone`, or a
-/// `reopen` that fails because etcd says the lease is gone, ends it as gone; a `reopen` that runs out of
-/// time ends it as lost.
+/// The driver for `Session`, as `src/contender.rs` (`contend`) runs it: grant a lease, start a session on
+/// it, lock with the lease, and wait on `session.lost()`. The lock key `<NAME>/<lease>` is the key on the
+/// lease. `lost()` only says why in words, so the words decide between gone and lost.
 async fn keep(etcd: &TestEtcd, ttl: i64) -> Kept {
     let mut client = connect(etcd).await;
     let grant = client.lease_grant(ttl, None).await.expect("grant a lease");
     let (id, ttl) = (grant.id(), grant.ttl());
-    client
-        .put(KEY, "kept", Some(PutOptions::new().with_lease(id)))
-        .await
-        .expect("put the key on the lease");
-    let (keeper, stream) = client
-        .lease_keep_alive(id)
-        .await
-        .expect("open a keep-alive stream");
-    let mut lease = KeptLease::new(id, ttl, keeper, stream);
     let opened = Instant::now();
+    let mut session = Session::start(&client, id, ttl)
+        .await
+        .expect("start a session");
+    let locked = client
+        .lock(NAME, Some(LockOptions::new().with_lease(id)))
+        .await
+        .expect("lock a free lock");
+    let key = String::from_utf8_lossy(locked.key()).into_owned();
     let (report, outcome) = oneshot::channel();
     let task = tokio::spawn(async move {
-        let ended = loop {
-            match lease.renew_when_due().await {
-                Ok(Renewal::Alive { .. }) => {}
-                Ok(Renewal::Gone) => {
-                    break Ended::Gone(format!("lease {id:016x} is gone: {}", lease.why_gone()))
-                }
-                Err(_broken) => {
-                    if let Err(e) = lease.reopen(&mut client).await {
-                        let why = format!("{e:#}");
-                        break if why.contains("is gone") {
-                            Ended::Gone(why)
-                        } else {
-                            Ended::Lost(why)
-                        };
-                    }
-                }
-            }
+        let why = session.lost().await;
+        let at = Instant::now();
+        let ended = if why.contains("no longer exists") {
+            Ended::Gone(why)
+        } else {
+            Ended::Lost(why)
         };
         let _ = report.send(Outcome {
             ended,
-            at: Instant::now(),
-            deadline: lease.deadline(),
+            at,
+            deadline: session.alive_until(),
         });
     });
     Kept {
         id,
         ttl,
-        key: KEY.to_string(),
+        key,
         opened,
         outcome,
         task,
@@ -370,87 +351,4 @@ async fn renews_at_a_third_of_the_ttl() {
         renewals + 2 >= expected && renewals <= expected + 1,
         "{renewals} renewals seen in {span:?}, expected about {expected}: {left:?}"
     );
-}
-
-// ---- Only in this file: the check that both files run the same scenarios. ----
-
-/// The `async fn` names of the `#[tokio::test]`s in a test file.
-fn scenarios(source: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut is_test = false;
-    for line in source.lines().map(str::trim) {
-        if line == "#[tokio::test]" {
-            is_test = true;
-        } else if is_test {
-            if let Some(rest) = line.strip_prefix("async fn ") {
-                let name = rest.split(['(', '<']).next().unwrap_or_default();
-                names.push(name.to_string());
-                is_test = false;
-            } else if !line.starts_with("#[") {
-                is_test = false;
-            }
-        }
-    }
-    names
-}
-
-/// The lock topic keeps its own copy of this keeper (`lock::Session`): both copies must pass the same
-/// fault scenarios, so both files must list the same ones.
-#[test]
-fn the_lock_sessions_copy_runs_the_same_fault_tests() {
-    const ITSELF: &str = "the_lock_sessions_copy_runs_the_same_fault_tests";
-    let read = |path: &str| {
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-    };
-    let here = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keeper_faults.rs");
-    let lock = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../lock/tests/keeper_faults.rs"
-    );
-    let ours: Vec<String> = scenarios(&read(here))
-        .into_iter()
-        .filter(|name| name != ITSELF)
-        .collect();
-    let theirs = scenarios(&read(lock));
-    assert!(ours.len() >= 5, "the scenarios were found: {ours:?}");
-    assert_eq!(
-        ours, theirs,
-        "crates/keepalive/tests/keeper_faults.rs and crates/lock/tests/keeper_faults.rs must run the \
-         same scenarios, in the same order"
-    );
-}
-
-/// Not only the names: the scenarios' bodies (and their helpers) are the same text in both files, so
-/// that both copies of the keeper meet the same faults and the same expectations. Only the drivers
-/// (`keep`, above the `Everything below is the same` line) and this file's own checks differ.
-#[test]
-fn the_lock_sessions_copy_runs_the_scenarios_word_for_word() {
-    const SAME_FROM: &str = "// ---- Everything below is the same in both files. ----";
-    const SAME_UNTIL: &str = "// ---- Only in this file:";
-    let here = include_str!("keeper_faults.rs");
-    let lock = include_str!("../../lock/tests/keeper_faults.rs");
-    let shared = |source: &'static str, name: &str| -> &'static str {
-        let from = source
-            .find(SAME_FROM)
-            .unwrap_or_else(|| panic!("{name} has no line {SAME_FROM:?}"));
-        let rest = &source[from..];
-        rest.find(SAME_UNTIL)
-            .map_or(rest, |until| &rest[..until])
-            .trim_end()
-    };
-    let ours = shared(here, "crates/keepalive/tests/keeper_faults.rs");
-    let theirs = shared(lock, "crates/lock/tests/keeper_faults.rs");
-    if ours != theirs {
-        let differ = ours
-            .lines()
-            .zip(theirs.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(ours.lines().count().min(theirs.lines().count()));
-        panic!(
-            "the shared part of the two keeper_faults.rs files differs from its line {} on:\n  keepalive: {:?}\n  lock:      {:?}",
-            differ + 1,
-            ours.lines().nth(differ),
-            theirs.lines().nth(differ)
-        );
-    }
 }

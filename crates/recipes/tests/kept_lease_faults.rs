@@ -1,19 +1,14 @@
-//! The lease keeper's fault tests, run against `lock::Session`.
-//!
-//! The lock topic and the keepalive topic each keep their own copy of the same renewal logic (each topic's
-//! `src/lib.rs` stays copyable on its own): `lock::Session` here, `keepalive::KeptLease` there. So the SAME
-//! scenarios, with the SAME test names, run against both: this file and
-//! `crates/keepalive/tests/keeper_faults.rs` differ only in `keep`, the driver that runs the keeper the
-//! way its topic's `src/main.rs` does. keepalive's `the_lock_sessions_copy_runs_the_same_fault_tests`
-//! checks that the two files list the same scenarios.
+//! The lease keeper's fault tests, run against `recipes::kept_lease::KeptLease` driven the way the
+//! keepalive topic drives it. `tests/session_faults.rs` runs the same scenarios, with the same names,
+//! against `Session`, which is the same `KeptLease` renewed in a task of its own.
 //!
 //! Everything runs in-process against a real etcd (`test_etcd::TestEtcd`) that is killed, restarted,
 //! frozen (SIGSTOP) and stopped under the keeper, with TTLs of 3 to 5 seconds.
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, LockOptions};
-use lock::Session;
+use etcd_client::{Client, PutOptions};
+use recipes::kept_lease::{KeptLease, Renewal};
 use test_etcd::TestEtcd;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -58,44 +53,58 @@ impl Drop for Kept {
     }
 }
 
-/// The lock this file's key belongs to.
-const NAME: &str = "/faults/lock";
+/// The key this file puts on the lease.
+const KEY: &str = "/faults/key";
 
-/// The driver for `lock::Session`, as `src/contender.rs` (`contend`) runs it: grant a lease, start a session on
-/// it, lock with the lease, and wait on `session.lost()`. The lock key `<NAME>/<lease>` is the key on the
-/// lease. `lost()` only says why in words, so the words decide between gone and lost.
+/// The driver for `KeptLease`, as `src/main.rs` runs it: grant a lease, put the key on it,
+/// open the keep-alive stream with `client.lease_keep_alive(id)`, hand its two ends to `KeptLease::new`,
+/// then loop on `renew_when_due()`, calling `reopen()` when the stream breaks. `Renewal::Gone`, or a
+/// `reopen` that fails because etcd says the lease is gone, ends it as gone; a `reopen` that runs out of
+/// time ends it as lost.
 async fn keep(etcd: &TestEtcd, ttl: i64) -> Kept {
     let mut client = connect(etcd).await;
     let grant = client.lease_grant(ttl, None).await.expect("grant a lease");
     let (id, ttl) = (grant.id(), grant.ttl());
+    client
+        .put(KEY, "kept", Some(PutOptions::new().with_lease(id)))
+        .await
+        .expect("put the key on the lease");
+    let (keeper, stream) = client
+        .lease_keep_alive(id)
+        .await
+        .expect("open a keep-alive stream");
+    let mut lease = KeptLease::new(id, ttl, keeper, stream);
     let opened = Instant::now();
-    let mut session = Session::start(&client, id, ttl)
-        .await
-        .expect("start a session");
-    let locked = client
-        .lock(NAME, Some(LockOptions::new().with_lease(id)))
-        .await
-        .expect("lock a free lock");
-    let key = String::from_utf8_lossy(locked.key()).into_owned();
     let (report, outcome) = oneshot::channel();
     let task = tokio::spawn(async move {
-        let why = session.lost().await;
-        let at = Instant::now();
-        let ended = if why.contains("no longer exists") {
-            Ended::Gone(why)
-        } else {
-            Ended::Lost(why)
+        let ended = loop {
+            match lease.renew_when_due().await {
+                Ok(Renewal::Alive { .. }) => {}
+                Ok(Renewal::Gone) => {
+                    break Ended::Gone(format!("lease {id:016x} is gone: {}", lease.why_gone()))
+                }
+                Err(_broken) => {
+                    if let Err(e) = lease.reopen(&mut client).await {
+                        let why = format!("{e:#}");
+                        break if why.contains("is gone") {
+                            Ended::Gone(why)
+                        } else {
+                            Ended::Lost(why)
+                        };
+                    }
+                }
+            }
         };
         let _ = report.send(Outcome {
             ended,
-            at,
-            deadline: session.alive_until(),
+            at: Instant::now(),
+            deadline: lease.deadline(),
         });
     });
     Kept {
         id,
         ttl,
-        key,
+        key: KEY.to_string(),
         opened,
         outcome,
         task,
@@ -357,3 +366,5 @@ async fn renews_at_a_third_of_the_ttl() {
         "{renewals} renewals seen in {span:?}, expected about {expected}: {left:?}"
     );
 }
+
+// ---- Only in this file: the check that both files run the same scenarios. ----
