@@ -42,11 +42,13 @@ pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 /// Use it in a service that must act on every change exactly once and keeps running through etcd
 /// restarts, network drops and compaction: a config watcher, a cache kept in sync with a prefix. It holds
 /// no stream; [`reopen`](Self::reopen) and [`catch_up`](Self::catch_up) hand you one, confirmed by etcd,
-/// and you read it with `stream.message()`:
+/// and you read it with `stream.message()`. Or let [`next`](Self::next) do all of it:
 ///
-/// ```no_run
+/// ```ignore
+/// // (Not compiled here: README.md's "resuming_watch" program, which scripts/check-copy.sh builds and
+/// // runs, is this loop whole. A doc test would have to name this crate, and fail in yours.)
 /// # async fn follow(client: &etcd_client::Client) -> anyhow::Result<()> {
-/// use recipes::resuming_watch::{Delivery, ResumingWatch};
+/// use resuming_watch::{Delivery, ResumingWatch};
 ///
 /// let mut watch = ResumingWatch::new("/config/", true, None);
 /// loop {

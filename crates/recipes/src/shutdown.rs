@@ -67,7 +67,7 @@ impl ExitBudget {
     }
 
     /// Makes `call` (described by `what`, as in "unlock /lock/694d"), giving up when the budget runs out.
-    /// An etcd error keeps its cause, so [`report`] explains it in one line.
+    /// An etcd error keeps its cause, so `errors::report` (or `errors::one_line`) explains it in one line.
     pub async fn call<T>(
         &mut self,
         what: impl std::fmt::Display,
