@@ -6,7 +6,11 @@
 #   scripts/install-deps.sh --etcd35 also etcd 3.5.1 in .etcd/bin/3.5.1/ (git-ignored), beside the system's
 #                                    etcd, to run the tests against it:
 #                                    TEST_ETCD_BIN=.etcd/bin/3.5.1/etcd scripts/test.sh (Linux x86_64 only)
-#   scripts/install-deps.sh --ci     both of the above, and docker-compose, used by CI only to validate
+#   scripts/install-deps.sh --go     also Go and etcd 3.4's Go client (Debian's golang-go and
+#                                    golang-etcd-server-dev), to build the article topics' Go twins
+#                                    (crates/<topic>/go/main.go) in GOPATH mode, with nothing from the
+#                                    Go module proxy (Debian/Ubuntu only)
+#   scripts/install-deps.sh --ci     all of the above, and docker-compose, used by CI only to validate
 #                                    docker-compose.yml
 #
 # Rust itself is expected to be there already (https://rustup.rs). Nothing here downloads a binary by hand:
@@ -17,12 +21,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 with_compose=false
 with_etcd35=false
+with_go=false
 case "${1:-}" in
-  --ci) with_compose=true with_etcd35=true ;;
+  --ci) with_compose=true with_etcd35=true with_go=true ;;
   --etcd35) with_etcd35=true ;;
+  --go) with_go=true ;;
   "") ;;
-  -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-  *) echo "usage: $0 [--ci | --etcd35]" >&2; exit 2 ;;
+  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+  *) echo "usage: $0 [--ci | --etcd35 | --go]" >&2; exit 2 ;;
 esac
 
 etcd35_version=3.5.1
@@ -46,6 +52,10 @@ missing_debian_packages() {
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if $with_compose; then
     command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  fi
+  if $with_go; then
+    command -v go >/dev/null 2>&1 || missing+=(golang-go)
+    [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3 ] || missing+=(golang-etcd-server-dev)
   fi
   if $with_etcd35 && ! [ -x "$etcd35_dir/etcd" ]; then
     python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)

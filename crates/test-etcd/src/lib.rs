@@ -31,6 +31,7 @@ pub use secure::{SecureEtcd, APP_PASSWORD, APP_PREFIX, APP_USER, ROOT_PASSWORD};
 pub use transcript::Transcript;
 
 mod cluster;
+pub mod go;
 mod script;
 mod secure;
 mod transcript;
