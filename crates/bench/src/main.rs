@@ -1,38 +1,17 @@
 //! # bench: how to get throughput out of etcd from Rust
 //!
-//! Four ways to drive etcd hard from one process, measured side by side:
+//! Four ways to drive etcd hard from one process, side by side (`four_ways.rs`): 1. one request at a
+//! time, each waiting a round trip plus etcd's disk sync (throughput is 1 / latency); 2. 64 requests in
+//! flight over one `Client`, one HTTP/2 connection, so that etcd batches their commits into one sync;
+//! 3. the same over 8 connections, separate `Client::connect`s (a clone shares its connection); 4. 64 PUTs
+//! in one transaction: one request, one Raft entry, one revision. The subcommands (`put.rs`, `range.rs`,
+//! `txn_put.rs`, `lease_keepalive.rs`, `watch_latency.rs`) mirror etcd's `benchmark` tool, its flags and
+//! its `Summary:` lines (`scripts/bench-compare.sh`); the worker loops and their calls are in `drive.rs`.
 //!
-//! 1. **sequential**: one request at a time. Each waits a full round trip plus a disk sync (etcd
-//!    commits every write to its WAL before answering), so throughput is 1 / latency.
-//! 2. **many requests over one client**: one `Client` is one HTTP/2 connection, and HTTP/2 multiplexes
-//!    many streams over it. 64 requests in flight let etcd batch their commits into one disk sync.
-//! 3. **many requests over several clients** (`--conns K`): K separate `Client::connect`s, so K TCP
-//!    connections, K HTTP/2 flow-control windows and K server-side reader goroutines.
-//! 4. **batching**: many PUTs in one transaction are one request, one Raft entry and one revision.
-//!
-//! The subcommands mirror etcd's own `benchmark` tool (tools/benchmark in etcd's repository), with the
-//! same flags and the same `Summary:` lines, so the two compare like for like (`scripts/bench-compare.sh`).
-//! Each is a file of its own beside this one (`put.rs`, `range.rs`, `txn_put.rs`, `lease_keepalive.rs`,
-//! `watch_latency.rs`), and so is the default run (`four_ways.rs`); the worker loops they share, where the
-//! `put` and `txn` calls are made, are in `drive.rs`. This file is the run itself: parse the flags,
-//! connect, claim the prefix, run, clean up, report.
-//!
-//! Run it (with an etcd from `scripts/etcd.sh up`):
-//!
-//! ```text
-//! cargo run --release -p bench                       # the four ways, 2,000 puts each
-//! cargo run --release -p bench -- put --clients 64 --conns 1 --total 20000 --val-size 256
-//! cargo run --release -p bench -- range /bench/k --consistency s --clients 16 --total 20000
-//! cargo run --release -p bench -- txn-put --txn-ops 64 --total 20000
-//! cargo run --release -p bench -- lease-keepalive --clients 16 --total 20000
-//! cargo run --release -p bench -- watch-latency --put-total 2000
-//! ```
-//!
-//! Every key goes under `--prefix` (default `/bench/`), which must be empty; the run deletes it at the
-//! end and revokes the leases it granted, also on Ctrl-C.
-//!
-//! Try next: `--runtime multi` against the default `current`, and `--conns 1` against `--conns 8` with
-//! `--clients 64`; on a 2-core machine shared with etcd, watch `top` while it runs.
+//! This file is the run: parse the flags, connect, claim `--prefix` (it must hold no keys: the run deletes
+//! it at the end and revokes its leases, also on Ctrl-C), run, clean up, report. Try `cargo run --release
+//! -p bench -- put --clients 64 --conns 1 --total 20000` against `--conns 8`, and `--runtime multi`
+//! against the default `current` (`runtime.rs`), with an etcd from `scripts/etcd.sh up`.
 
 mod cleanup;
 mod cli;
@@ -55,26 +34,24 @@ use anyhow::Result;
 use etcd_client::Client;
 use recipes::shutdown::{ExitBudget, Shutdown};
 
-use plan::Plan;
-
 fn main() -> ExitCode {
     etcd_connect::init();
     // 1. Parse the flags (etcd's `benchmark` flags, before or after the subcommand), and check them
     //    against each other: a run that cannot work is refused in one line, before anything is sent.
-    let plan = Plan::check(cli::Args::parse_anywhere());
+    let plan = plan::Plan::check(cli::Args::parse_anywhere());
     // One thread unless --runtime multi: runtime.rs says why a load generator beside etcd wants that.
     let result = plan.and_then(|plan| runtime::build(plan.load().runtime)?.block_on(run(plan)));
     // 6. Report: an error as one line on stderr (`error: what failed: why`), and exit code 1.
     recipes::errors::report(result)
 }
 
-async fn run(plan: Plan) -> Result<()> {
+async fn run(plan: plan::Plan) -> Result<()> {
     // Signals first, so a Ctrl-C during setup is remembered and the run still cleans up.
     let mut shutdown = Shutdown::listen()?;
     let load = plan.load().clone();
 
-    // 2. Connect: one `Client` is one HTTP/2 connection, which its clones share; `--conns K` (8 for the
-    //    four ways) opens K-1 more, each a `Client::connect` of its own (connections.rs).
+    // 2. Connect. `etcd_connect::dial` probes the endpoints first (`Client::connect` alone is lazy) and
+    //    bounds the call by --dial-timeout; `--conns K` opens K-1 more connections (connections.rs).
     let connecting = async {
         // Go: cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: dialTimeout})
         let client = etcd_connect::dial(&load.connect, |endpoints, options| {
