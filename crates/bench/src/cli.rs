@@ -40,7 +40,7 @@ impl Args {
         let mut command = Args::command_anywhere();
         let matches = command.try_get_matches_from_mut(args)?;
         if matches.subcommand().is_none() {
-            // The default run chooses its own clients, connections and runtime (see main.rs).
+            // The default run chooses its own clients, connections and runtime (see four_ways.rs).
             for id in ["clients", "conns", "runtime"] {
                 if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
                     return Err(command.error(
@@ -105,7 +105,7 @@ pub struct Load {
     pub prefix: String,
 
     /// Tokio runtime: `current` (one thread, which leaves the other cores to an etcd on the same machine)
-    /// or `multi` (a worker thread per core). See main.rs.
+    /// or `multi` (a worker thread per core). See runtime.rs.
     #[arg(long, value_enum, default_value = "current")]
     pub runtime: Runtime,
 }

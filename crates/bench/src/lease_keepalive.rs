@@ -3,30 +3,32 @@
 //!
 //! `cargo run --release -p bench -- lease-keepalive --clients 16 --total 20000`
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use etcd_client::Client;
+use recipes::shutdown::Shutdown;
 
-use crate::shared::{measure_or_stop, setup};
-use crate::{cli, drive};
+use crate::cli;
+use crate::drive::drive;
+use crate::report::measure;
 
 /// TTL of the leases `lease-keepalive` renews: long enough never to expire during a run.
 const BENCH_LEASE_TTL: i64 = 60;
 
+/// Renews `--clients` leases; each lease it grants goes into `leases`, which main.rs revokes at the end.
 pub(crate) async fn lease_keepalive(
     a: cli::LeaseArgs,
-    shutdown: &mut recipes::shutdown::Shutdown,
+    conns: &[Client],
+    leases: &mut Vec<i64>,
+    shutdown: &mut Shutdown,
 ) -> Result<()> {
     let load = &a.load;
-    let Some(conns) = setup(load, shutdown).await? else {
-        return Ok(());
-    };
     // One lease per client, as etcd's tool does; granted before the clock starts, revoked at the end
-    // (also on Ctrl-C), so the run leaves no lease behind.
-    let mut leases = Vec::with_capacity(load.clients as usize);
+    // (also on Ctrl-C or after an error), so the run leaves no lease behind.
     for i in 0..load.clients as usize {
         let mut client = conns[i % conns.len()].clone();
+        // Go: cli.Grant(ctx, ttl)
         let granted = client
             .lease_grant(BENCH_LEASE_TTL, None)
             .await
@@ -42,7 +44,7 @@ pub(crate) async fn lease_keepalive(
     );
     let ids = leases.clone();
     let work = drive(
-        &conns,
+        conns,
         load.clients,
         a.total,
         move |worker, mut client, mut next| {
@@ -65,21 +67,5 @@ pub(crate) async fn lease_keepalive(
             }
         },
     );
-    let outcome = measure_or_stop(work, shutdown, "renewals", load.connect.dial_timeout).await;
-    let mut client = conns[0].clone();
-    let revoked = revoke(&mut client, &leases, load.connect.dial_timeout).await?;
-    outcome?;
-    println!("revoked the {revoked} lease(s) it granted");
-    Ok(())
-}
-
-/// Revokes `leases`, each within `limit`; returns how many were revoked.
-async fn revoke(client: &mut Client, leases: &[i64], limit: Duration) -> Result<usize> {
-    for &id in leases {
-        tokio::time::timeout(limit, client.lease_revoke(id))
-            .await
-            .with_context(|| format!("revoke lease {id:x}: no answer within {limit:?}"))?
-            .with_context(|| format!("revoke lease {id:x}"))?;
-    }
-    Ok(leases.len())
+    measure(work, shutdown, "renewals", load.connect.dial_timeout).await
 }

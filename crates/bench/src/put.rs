@@ -4,22 +4,31 @@
 //! `cargo run --release -p bench -- put --clients 64 --conns 1 --total 20000 --val-size 256`
 
 use anyhow::Result;
+use etcd_client::Client;
+use recipes::shutdown::Shutdown;
 
+use crate::cli;
+use crate::drive::drive_puts;
 use crate::keys::Keys;
-use crate::shared::{finish, setup};
-use crate::{cli, drive_puts};
+use crate::report::measure;
 
-pub(crate) async fn put(a: cli::PutArgs, shutdown: &mut recipes::shutdown::Shutdown) -> Result<()> {
-    let load = &a.load;
-    let keys = Keys::new(
-        &load.prefix,
+/// The keys it writes, or why --key-size cannot hold --key-space-size of them (checked before connecting).
+pub(crate) fn keys(a: &cli::PutArgs) -> Result<Keys> {
+    Keys::new(
+        &a.load.prefix,
         a.key_size,
         a.key_space_size,
         a.sequential_keys,
-    )?;
-    let Some(conns) = setup(load, shutdown).await? else {
-        return Ok(());
-    };
+    )
+}
+
+pub(crate) async fn put(
+    a: cli::PutArgs,
+    keys: Keys,
+    conns: &[Client],
+    shutdown: &mut Shutdown,
+) -> Result<()> {
+    let load = &a.load;
     println!(
         "bench put: {} puts, {}-byte values, {} key(s) under {}, {} client(s) over {} connection(s)",
         a.total, a.val_size, a.key_space_size, load.prefix, load.clients, load.conns
@@ -27,6 +36,6 @@ pub(crate) async fn put(a: cli::PutArgs, shutdown: &mut recipes::shutdown::Shutd
     // Allocation per request: the value is built once; each request gets a copy, because `put` takes
     // its arguments by value (`impl Into<Vec<u8>>`) to move them into the protobuf message.
     let value = vec![b'v'; a.val_size as usize];
-    let work = drive_puts(&conns, load.clients, a.total, &keys, &value);
-    finish(load, &conns, work, shutdown, "puts").await
+    let work = drive_puts(conns, load.clients, a.total, &keys, &value);
+    measure(work, shutdown, "puts", load.connect.dial_timeout).await
 }

@@ -6,19 +6,19 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use etcd_client::GetOptions;
+use etcd_client::{Client, GetOptions};
+use recipes::shutdown::Shutdown;
 
-use crate::shared::{finish, setup};
-use crate::{cli, drive};
+use crate::cli;
+use crate::drive::drive;
+use crate::report::measure;
 
 pub(crate) async fn range(
     a: cli::RangeArgs,
-    shutdown: &mut recipes::shutdown::Shutdown,
+    conns: &[Client],
+    shutdown: &mut Shutdown,
 ) -> Result<()> {
     let load = &a.load;
-    let Some(conns) = setup(load, shutdown).await? else {
-        return Ok(());
-    };
     let serializable = a.consistency == "s";
     println!(
         "bench range: {} {} reads of {}, {} client(s) over {} connection(s)",
@@ -33,7 +33,7 @@ pub(crate) async fn range(
         load.conns
     );
     let key = a.key.into_bytes();
-    let work = drive(&conns, load.clients, a.total, |_, mut client, mut next| {
+    let work = drive(conns, load.clients, a.total, |_, mut client, mut next| {
         let key = key.clone();
         async move {
             // `--consistency l` (the default) is linearizable: the member asks the leader for its commit
@@ -44,11 +44,12 @@ pub(crate) async fn range(
             let mut latencies = Vec::with_capacity(next.share());
             while next.claim() {
                 let started = Instant::now();
+                // Go: cli.Get(ctx, key), plus clientv3.WithSerializable() for `s`
                 client.get(key.clone(), options.clone()).await?;
                 latencies.push(started.elapsed());
             }
             Ok(latencies)
         }
     });
-    finish(load, &conns, work, shutdown, "reads").await
+    measure(work, shutdown, "reads", load.connect.dial_timeout).await
 }

@@ -4,15 +4,16 @@
 //! `cargo run --release -p bench -- txn-put --txn-ops 64 --total 20000`
 
 use anyhow::{bail, Result};
+use etcd_client::Client;
+use recipes::shutdown::Shutdown;
 
+use crate::cli;
+use crate::drive::drive_txns;
 use crate::keys::Keys;
-use crate::shared::{finish, setup};
-use crate::{cli, drive_txns};
+use crate::report::measure;
 
-pub(crate) async fn txn_put(
-    a: cli::TxnPutArgs,
-    shutdown: &mut recipes::shutdown::Shutdown,
-) -> Result<()> {
+/// The keys it writes, or why the flags do not fit etcd (checked before connecting).
+pub(crate) fn check(a: &cli::TxnPutArgs) -> Result<Keys> {
     let load = &a.load;
     // Keys 0..total: a transaction may not write one key twice, so every key is distinct.
     let keys = Keys::new(&load.prefix, a.key_size, a.total, true)?;
@@ -31,17 +32,24 @@ pub(crate) async fn txn_put(
             a.max_request_bytes
         );
     }
-    let Some(conns) = setup(load, shutdown).await? else {
-        return Ok(());
-    };
+    Ok(keys)
+}
+
+pub(crate) async fn txn_put(
+    a: cli::TxnPutArgs,
+    keys: Keys,
+    conns: &[Client],
+    shutdown: &mut Shutdown,
+) -> Result<()> {
+    let load = &a.load;
     let txns = a.total.div_ceil(u64::from(a.txn_ops));
     println!(
         "bench txn-put: {} puts in {txns} transactions of up to {} puts, {} client(s) over {} connection(s)",
         a.total, a.txn_ops, load.clients, load.conns
     );
     let value = vec![b'v'; a.val_size as usize];
-    let work = drive_txns(&conns, load.clients, a.total, a.txn_ops, &keys, &value);
-    finish(load, &conns, work, shutdown, "transactions").await
+    let work = drive_txns(conns, load.clients, a.total, a.txn_ops, &keys, &value);
+    measure(work, shutdown, "transactions", load.connect.dial_timeout).await
 }
 
 /// The encoded size of a transaction of `ops` PUTs with `key`-byte keys and `value`-byte values: what etcd

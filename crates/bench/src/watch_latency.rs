@@ -7,19 +7,20 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use bench::Summary;
+use etcd_client::Client;
+use recipes::shutdown::Shutdown;
 
-use crate::shared::{measure_or_stop, setup};
-use crate::{cli, delete_prefix, progress_bar, stopping};
+use crate::cli;
+use crate::drive::{progress_bar, stopping};
+use crate::report::measure;
 
 pub(crate) async fn watch_latency(
     a: cli::WatchArgs,
-    shutdown: &mut recipes::shutdown::Shutdown,
+    conns: &[Client],
+    shutdown: &mut Shutdown,
 ) -> Result<()> {
     let load = &a.load;
-    let Some(conns) = setup(load, shutdown).await? else {
-        return Ok(());
-    };
-    let mut client = conns[0].clone();
+    let client = conns[0].clone();
     let key = format!("{}watch-latency", load.prefix);
     println!(
         "bench watch-latency: {} puts to {key}, each timed until its watch event arrives",
@@ -27,6 +28,7 @@ pub(crate) async fn watch_latency(
     );
     let value = vec![b'v'; a.val_size as usize];
     // The watch is opened first and confirmed ("created") before the clock starts.
+    // Go: cli.Watch(ctx, key)
     let mut stream = client
         .watch_client()
         .max_decoding_message_size(recipes::resuming_watch::MAX_RESPONSE)
@@ -78,9 +80,5 @@ pub(crate) async fn watch_latency(
         }
         Ok(Summary::new(latencies, started.elapsed()))
     };
-    let outcome = measure_or_stop(work, shutdown, "watch events", load.connect.dial_timeout).await;
-    let deleted = delete_prefix(&mut client, &load.prefix, load.connect.dial_timeout).await?;
-    outcome?;
-    println!("deleted the {deleted} keys written under {}", load.prefix);
-    Ok(())
+    measure(work, shutdown, "watch events", load.connect.dial_timeout).await
 }
