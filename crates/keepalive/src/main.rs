@@ -71,8 +71,8 @@ async fn run(args: cli::Args) -> Result<()> {
     let on_lease = Some(PutOptions::new().with_lease(lease_id));
     let put = TxnOp::put(key.as_str(), value.as_str(), on_lease);
     let absent = Compare::create_revision(key.as_str(), CompareOp::Equal, 0);
-    let txn = Txn::new().when([absent]).and_then([put]);
-    let revision = steps::put_or_revoke(&mut client, txn, key, lease_id, &args).await?;
+    let written = client.txn(Txn::new().when([absent]).and_then([put])).await;
+    let revision = steps::revoke_unless_put(&mut client, written, lease_id, &args).await?;
     println!("2. put {key} = {value} on lease {id} (revision {revision})");
 
     // 3. Open the keep-alive stream. It already renews the lease once (and fails if the lease is gone).

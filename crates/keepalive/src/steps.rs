@@ -2,7 +2,7 @@
 //! write, and what it says when the lease is gone or a revoke could not be confirmed.
 
 use anyhow::{anyhow, bail, Context, Result};
-use etcd_client::{Client, GetResponse, Txn};
+use etcd_client::{Client, GetResponse, TxnResponse};
 use recipes::kept_lease::KeptLease;
 use recipes::shutdown::ExitBudget;
 
@@ -21,18 +21,17 @@ pub async fn key_is_free(client: &mut Client, key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs step 2's put-if-absent `txn` and returns the revision it wrote at. If it wrote nothing (the key
-/// exists now, or etcd failed), the lease holds nothing of ours: it is revoked, within --dial-timeout,
-/// rather than left ticking.
-pub async fn put_or_revoke(
+/// The revision step 2's put-if-absent transaction wrote at. If it wrote nothing (the key exists now, or
+/// etcd failed), the lease holds nothing of ours: it is revoked, within --dial-timeout, rather than left
+/// ticking, and the error says why nothing was put.
+pub async fn revoke_unless_put(
     client: &mut Client,
-    txn: Txn,
-    key: &str,
+    put: Result<TxnResponse, etcd_client::Error>,
     lease_id: i64,
     args: &Args,
 ) -> Result<i64> {
-    let id = format!("{lease_id:016x}");
-    let not_put = match client.txn(txn).await {
+    let (key, id) = (&args.key, format!("{lease_id:016x}"));
+    let not_put = match put {
         Ok(put) if put.succeeded() => return Ok(put.header().map_or(0, |h| h.revision())),
         Ok(_) => anyhow!("{}", taken(key)),
         Err(e) => anyhow::Error::new(e).context(format!("put {key} on lease {id}")),

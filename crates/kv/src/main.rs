@@ -58,7 +58,7 @@ async fn run(args: cli::Args) -> Result<()> {
 
     // 2. GET it back. A GET is a range read: a list of key-values, empty (not an error) when the key
     //    does not exist. Each entry also says when the key was created and last written.
-    // Go: resp, err := cli.Get(ctx, key), then `for _, ev := range resp.Kvs`
+    // Go: resp, err := cli.Get(ctx, key) (for one key, resp.Kvs holds at most one entry)
     let got = client.get(key.as_str(), None).await;
     let got = got.with_context(|| format!("get {key}"))?;
     let Some(entry) = got.kvs().first() else {
