@@ -1,5 +1,6 @@
-//! `keepalive::KeptLease`, in-process, against a throwaway etcd. The setup makes the same etcd-client
-//! calls as `src/main.rs`: grant, put with the lease, open the keep-alive stream and hand over its ends.
+//! `recipes::kept_lease::KeptLease`, in-process, against a throwaway etcd. The setup makes the same
+//! etcd-client calls as `src/main.rs`: grant, put with the lease, open the keep-alive stream and hand over
+//! its ends.
 
 use std::time::Duration;
 
