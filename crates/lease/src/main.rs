@@ -98,7 +98,7 @@ async fn run(args: cli::Args) -> Result<()> {
     };
     let Err(failed) = failed else { return Ok(()) };
     let what = steps::revoke(client, &lease).await;
-    let what = what.unwrap_or_else(|e| e.to_string());
+    let what = what.unwrap_or_else(|e| one_line(&e));
     bail!("{}; {what}", one_line(&failed))
 }
 

@@ -45,12 +45,16 @@ impl Lease {
     }
 }
 
-/// Told of each failed attempt to open the watch (etcd stalls or restarts); the next one waits `pause`.
+/// Told of each failed attempt to open the watch (etcd stalls or restarts); the next one waits `pause`,
+/// longer each time. Said once per outage; the attempts after the first are logged at debug level.
 pub fn retrying(attempt: u32, e: &anyhow::Error, pause: Duration) {
-    println!(
-        "   watch attempt {attempt} failed ({}); trying again in {pause:.1?}",
-        one_line(e)
-    );
+    match attempt {
+        1 => println!(
+            "   the watch could not be opened ({}); trying again until etcd answers",
+            one_line(e)
+        ),
+        _ => log::debug!("watch attempt {attempt} failed: {e:#}; next in {pause:?}"),
+    }
 }
 
 /// Beside step 4: the TTL left, every few seconds, as `etcdctl lease timetolive <id> --keys` shows it.
@@ -135,15 +139,19 @@ pub async fn revoke(mut client: Client, lease: &Lease) -> Result<String> {
         .call(format!("read {key}"), client.get(key.as_str(), None))
         .await;
     // Go: cli.Revoke(ctx, resp.ID)
-    if let Err(e) = budget
+    let revoked = budget
         .call(format!("revoke lease {id}"), client.lease_revoke(lease.id))
-        .await
-    {
-        let ttl = lease.ttl;
-        bail!(
-            "{}; unless it was, {key} goes when its TTL of {ttl}s runs out, since nobody renews it",
-            one_line(&e)
-        );
+        .await;
+    match revoked {
+        // etcd answered, and refused: its reason says why.
+        Err(e) if e.downcast_ref::<etcd_client::Error>().is_some() => return Err(e),
+        Err(_) => bail!(
+            "etcd did not answer within {:?}, so lease {id} may not be revoked; {key} goes when its TTL \
+             of {}s runs out, since nobody renews it",
+            lease.limit,
+            lease.ttl
+        ),
+        Ok(_) => {}
     }
     // The lease the key was on just before: Some(0) for none, None for a key that was gone.
     Ok(match before.map(|got| got.kvs().first().map(|kv| kv.lease())) {
