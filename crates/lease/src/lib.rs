@@ -57,9 +57,3 @@ fn overwritten(key: &str, lease_id: i64) -> String {
         "another client overwrote {key} without lease {lease_id:016x}, so it will not expire with it"
     )
 }
-
-/// How often to print a lease's remaining TTL: a quarter of the TTL, between 1 and 5 seconds, so a short
-/// lease shows a few lines and a long one does not flood the terminal.
-pub fn countdown_every(ttl: i64) -> std::time::Duration {
-    std::time::Duration::from_secs((ttl / 4).clamp(1, 5) as u64)
-}
