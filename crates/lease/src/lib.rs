@@ -1,79 +1,59 @@
-//! The reusable part of the `lease` topic: waiting on a watch until etcd deletes a key that lives on a
-//! lease.
+//! The reusable part of the `lease` topic: reading what a watch of a key put on a lease says, until etcd
+//! deletes the key.
 //!
 //! Every other call of the topic is one `etcd-client` call, and `src/main.rs` makes it where it explains
-//! it. This file depends only on `etcd-client`, `anyhow` and `log`, so it can be copied into a service as
-//! is (see the topic README, "Use it in your project").
+//! it; the watch itself is `recipes::resuming_watch::ResumingWatch`, which reopens a broken stream from the
+//! right revision. This file depends only on `etcd-client`, `anyhow` and `log`, so it can be copied into a
+//! service as is (see the topic README, "Use it in your project").
 
 use anyhow::{bail, Result};
-use etcd_client::{EventType, WatchStream};
+use etcd_client::{Event, EventType, GetResponse};
 use log::debug;
 
-/// How [`wait_for_delete`] ended, when etcd did not refuse the wait outright.
-#[derive(Debug)]
-pub enum Watched {
-    /// etcd deleted the key, at this store revision.
-    Deleted { revision: i64 },
-    /// The watch stream broke (connection lost, etcd restarted or stalled) or closed. Nothing is lost:
-    /// open a new watch from the revision `wait_for_delete` left in `next_revision`, and wait again.
-    Broken(etcd_client::Error),
-}
-
-/// Waits on `watch` (a watch of one key put on lease `lease_id`) for the key's next DELETE.
+/// The revision at which these watch events delete the key put on lease `lease_id`, if they do.
 ///
-/// Use it when something must happen once a leased key is gone: a registration that expired, a lock
-/// whose holder died, a demo that wants to show the expiry. Expiry is an ordinary DELETE in etcd's
-/// history, so a watcher sees it like any other; so are a revoke and a plain `etcdctl del`. To tell them
-/// apart, ask `lease_time_to_live` afterwards: a lease that still exists means someone deleted the key
-/// by hand.
+/// Use it on each batch of events of a watch on one leased key, when something must happen once the key
+/// is gone: a registration that expired, a lock whose holder died, a demo that wants to show the expiry.
+/// Expiry is an ordinary DELETE in etcd's history, so a watcher sees it like any other; so are a revoke
+/// and a plain `etcdctl del`. To tell them apart, ask `lease_time_to_live` afterwards: a lease that still
+/// exists means someone deleted the key by hand.
 ///
-/// Start the watch at the revision right after your PUT (`WatchOptions::new().with_start_revision(put +
-/// 1)`), not "now": etcd then replays every change since the PUT, so a delete that happens before the
-/// watch is set up is still seen. Pass that revision as `next_revision`; each event seen moves it on, so
-/// that after [`Watched::Broken`] a new watch started at `next_revision` misses nothing and repeats
-/// nothing. A broken stream is not a lost lease: the lease lives on the server, whatever our connection
-/// does.
+/// Start the watch at the revision right after your PUT, not "now": etcd then replays every change since
+/// the PUT, so a delete that happens before the watch is set up is still seen.
 ///
-/// Errors are what waiting again cannot fix. A PUT that moves the key off `lease_id` (another client
-/// overwrote it, with another lease or none): the key would then never be deleted with this lease. A
-/// watch that etcd cancels (its start revision was compacted away). A PUT on the same lease only changes
-/// the value, and the wait goes on.
-///
-/// Safe to cancel (as in `tokio::select!`): it only waits at `message().await`, where nothing is lost.
-pub async fn wait_for_delete(
-    watch: &mut WatchStream,
-    lease_id: i64,
-    next_revision: &mut i64,
-) -> Result<Watched> {
-    loop {
-        let resp = match watch.message().await {
-            Ok(Some(resp)) => resp,
-            Ok(None) => {
-                return Ok(Watched::Broken(etcd_client::Error::WatchError(
-                    "the watch stream closed".into(),
-                )))
-            }
-            Err(e) => return Ok(Watched::Broken(e)),
-        };
-        if resp.canceled() {
-            bail!("etcd cancelled the watch: {}", resp.cancel_reason());
-        }
-        for event in resp.events() {
-            let Some(kv) = event.kv() else { continue };
-            *next_revision = (*next_revision).max(kv.mod_revision() + 1);
-            let key = String::from_utf8_lossy(kv.key());
-            match event.event_type() {
-                EventType::Delete => {
-                    return Ok(Watched::Deleted {
-                        revision: kv.mod_revision(),
-                    })
-                }
-                EventType::Put if kv.lease() != lease_id => bail!(
-                    "another client overwrote {key} without lease {lease_id:016x}, so it will not \
-                     expire with it"
-                ),
-                EventType::Put => debug!("{key} was rewritten on the same lease"),
-            }
+/// An error is what waiting longer cannot fix: a PUT that moves the key off `lease_id` (another client
+/// overwrote it, with another lease or none), after which the key would never be deleted with this lease.
+/// A PUT on the same lease only changes the value, and the wait goes on (`Ok(None)`).
+pub fn deleted_in(events: &[Event], lease_id: i64) -> Result<Option<i64>> {
+    for event in events {
+        let Some(kv) = event.kv() else { continue };
+        let key = String::from_utf8_lossy(kv.key());
+        match event.event_type() {
+            EventType::Delete => return Ok(Some(kv.mod_revision())),
+            EventType::Put if kv.lease() != lease_id => bail!("{}", overwritten(&key, lease_id)),
+            EventType::Put => debug!("{key} was rewritten on the same lease"),
         }
     }
+    Ok(None)
+}
+
+/// [`deleted_in`] for a read of the key instead of its events (what a watch gives after etcd compacted
+/// the history it needed): `Some(revision of the read)` when the key is gone by then.
+pub fn deleted_by(state: &GetResponse, lease_id: i64) -> Result<Option<i64>> {
+    match state.kvs().first() {
+        None => Ok(Some(state.header().map_or(0, |h| h.revision()))),
+        Some(kv) if kv.lease() != lease_id => {
+            bail!(
+                "{}",
+                overwritten(&String::from_utf8_lossy(kv.key()), lease_id)
+            )
+        }
+        Some(_) => Ok(None),
+    }
+}
+
+fn overwritten(key: &str, lease_id: i64) -> String {
+    format!(
+        "another client overwrote {key} without lease {lease_id:016x}, so it will not expire with it"
+    )
 }

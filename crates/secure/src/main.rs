@@ -16,26 +16,23 @@
 //! ```
 //!
 //! The flags are etcdctl's, but for the private key: `--key-file` (etcd's own name for it), since `--key`
-//! names the etcd key in the other topics. The password comes from `ETCD_PASSWORD`, or from a prompt when stdin is a terminal: never from a flag,
-//! which would land in the shell history and in `ps`.
+//! names the etcd key in the other topics. The password comes from `ETCD_PASSWORD`, or from a prompt when
+//! stdin is a terminal: never from a flag, which would land in the shell history and in `ps`.
 //!
-//! Try next: every other topic takes the same flags, for example
-//! `cargo run -p watch -- --endpoints https://127.0.0.1:2479 --cacert ... --cert ... --key-file ... --user app
-//! --key /app/name` (keys under /app/, the only ones `app` may use). Then try a wrong `ETCD_PASSWORD`, or
-//! `--cacert` pointing at another file, and read the one-line errors.
+//! Try next: every other topic takes the same flags (README.md has the list); then a wrong
+//! `ETCD_PASSWORD`, or `--cacert` pointing at another file, and read the one-line errors.
 
 mod cli;
 
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, Identity, TlsOptions,
-    Txn, TxnOp,
-};
-use log::debug;
+use etcd_client::{Certificate, Client, Compare, CompareOp, DeleteOptions, Identity, TlsOptions};
+use etcd_client::{Txn, TxnOp};
+use etcd_connect::ConnectArgs;
+use recipes::shutdown::ExitBudget;
 
 // A handful of sequential calls: the single-threaded runtime is enough and starts faster.
 #[tokio::main(flavor = "current_thread")]
@@ -58,8 +55,7 @@ async fn run(args: cli::Args) -> Result<()> {
     if outside.starts_with(prefix.as_str()) {
         bail!("--outside-key {outside} is under --prefix {prefix}; choose a key outside it");
     }
-    let dial_timeout = args.connect.dial_timeout;
-    let urls = args.connect.urls()?;
+    let urls = args.connect.urls()?.join(",");
 
     // 1. Connect over TLS. Two things happen in the handshake, one per direction:
     //    - we check etcd's certificate against *our* CA only (`ca_certificate`), not the system's list of
@@ -74,32 +70,24 @@ async fn run(args: cli::Args) -> Result<()> {
             secure::read_pem("--cert", cert)?,
             secure::read_pem("--key-file", key)?,
         ));
-    let options = ConnectOptions::new()
-        .with_tls(tls)
-        .with_connect_timeout(dial_timeout)
+    // `Client::connect` is lazy, and a raw TLS error is a nest of rustls, hyper and tonic wrappers: so
+    // `dial` first makes a handshake with the same flags and asks for etcd's status within --dial-timeout,
+    // and names what failed in one line (wrong CA, certificate refused, not TLS, nothing listening). Its
+    // options carry HTTP/2 keep-alive pings too: a call to an etcd gone silent fails instead of hanging.
+    let tls_only = ConnectArgs {
+        secure: secure.without_user(), // the login is step 2
+        ..args.connect.clone()
+    };
+    // Go: cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tlsConfig, ...})
+    let mut client = etcd_connect::dial(&tls_only, |endpoints, options| {
         // Step 2's login gives a token that expires (5 minutes by default, --auth-token-ttl); with this,
         // etcd-client logs in again when etcd says the token is no longer valid, and retries the call.
-        .with_auto_token_refresh(true);
-    let mut client = Client::connect(urls.clone(), Some(options))
-        .await
-        .context("cannot set up the TLS client")?;
-    // `Client::connect` is lazy: a call proves the handshake works.
-    if let Err(e) = bounded(dial_timeout, client.status()).await {
-        debug!("status over TLS failed: {e:#}");
-        // The raw error is a nest of rustls, hyper and tonic wrappers; etcd_connect's probe names the
-        // cause in one line (wrong CA, certificate refused, not TLS at all, nothing listening).
-        let plain = etcd_connect::ConnectArgs {
-            secure: secure.without_user(),
-            ..args.connect.clone()
-        };
-        return Err(etcd_connect::connect(&plain).await.err().unwrap_or(e));
-    }
-    println!(
-        "1. connected over TLS to {}: etcd's certificate is signed by our CA ({}), and etcd accepted ours ({})",
-        urls.join(","),
-        file_name(cacert),
-        file_name(cert)
-    );
+        let options = options.with_tls(tls).with_auto_token_refresh(true);
+        Client::connect(endpoints, Some(options))
+    })
+    .await?;
+    let (ca, ours) = (file_name(cacert), file_name(cert));
+    println!("1. connected over TLS to {urls}: etcd's certificate is signed by our CA ({ca}), and etcd accepted ours ({ours})");
 
     // 2. Log in. etcd checks the password and answers with a token, which etcd-client then sends with
     //    every call: the user is who the token says, and its roles decide what each call may touch.
@@ -115,65 +103,63 @@ async fn run(args: cli::Args) -> Result<()> {
         .with_context(|| format!("log in as {user}"))?;
     println!("2. logged in as {user}: etcd gave back a token, which every call now carries");
 
-    // 3. Write and read where the role allows.
+    let greeting = put_and_read(&mut client, prefix, user).await?;
+    write_outside(&mut client, &args, user).await?;
+    without_a_certificate(&args.connect).await;
+    let (cacert, cert, key) = (cacert.display(), cert.display(), key.display());
+    println!("done: {greeting} stays in etcd; try `etcdctl --endpoints {urls} --cacert {cacert} --cert {cert} --key {key} get {greeting}`");
+    Ok(())
+}
+
+/// 3. Write and read where the role allows. Returns the key written.
+async fn put_and_read(client: &mut Client, prefix: &str, user: &str) -> Result<String> {
     let greeting = format!("{prefix}greeting");
-    let put = bounded(
-        dial_timeout,
-        client.put(greeting.as_str(), format!("hello from {user}"), None),
-    )
-    .await
-    .with_context(|| format!("put {greeting}"))?;
-    let got = bounded(dial_timeout, client.get(greeting.as_str(), None))
-        .await
-        .with_context(|| format!("get {greeting}"))?;
+    let hello = format!("hello from {user}");
+    let put = client.put(greeting.as_str(), hello, None).await;
+    let put = put.with_context(|| format!("put {greeting}"))?;
+    let revision = put.header().map_or(0, |h| h.revision());
+    let got = client.get(greeting.as_str(), None).await;
+    let got = got.with_context(|| format!("get {greeting}"))?;
     let value = got
         .kvs()
         .first()
-        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
-        .unwrap_or_default();
-    println!(
-        "3. put {greeting} (revision {}) and read it back: {value}",
-        put.header().map_or(0, |h| h.revision())
-    );
+        .map(|kv| String::from_utf8_lossy(kv.value()));
+    let value = value.unwrap_or_default();
+    println!("3. put {greeting} (revision {revision}) and read it back: {value}");
+    Ok(greeting)
+}
 
-    // 4. Write outside the prefix. etcd checks every call against the user's roles; `app` holds the role
-    //    `app`, which grants read and write on keys starting with the prefix, and nothing else. The write
-    //    is a put-if-absent (a transaction on create revision 0), so that if this user may write there
-    //    after all, no existing key is overwritten.
-    let attempt = Txn::new()
-        .when([Compare::create_revision(
-            outside.as_str(),
-            CompareOp::Equal,
-            0,
-        )])
-        .and_then([TxnOp::put(
-            outside.as_str(),
-            "written by the secure topic",
-            None,
-        )]);
-    match bounded(dial_timeout, client.txn(attempt)).await {
-        Err(e) if permission_denied(&e) => {
+/// 4. Write outside the prefix. etcd checks every call against the user's roles; `app` holds the role
+///    `app`, which grants read and write on keys starting with the prefix, and nothing else. The write is
+///    a put-if-absent (a transaction on create revision 0), so that if this user may write there after
+///    all, no existing key is overwritten, and only the key this run created is deleted again.
+async fn write_outside(client: &mut Client, args: &cli::Args, user: &str) -> Result<()> {
+    let (prefix, outside) = (&args.prefix, args.outside_key.as_str());
+    let absent = Compare::create_revision(outside, CompareOp::Equal, 0);
+    let put = TxnOp::put(outside, "written by the secure topic", None);
+    match client.txn(Txn::new().when([absent]).and_then([put])).await {
+        Err(e) if secure::is_permission_denied(&e) => {
             println!("4. put {outside}: refused, permission denied");
             println!(
                 "   {user}'s roles grant keys under {prefix} only; etcd refuses everything else before it \
                  happens (root manages roles: etcdctl role get {user})"
             );
+            Ok(())
         }
-        Err(e) => return Err(e).with_context(|| format!("put {outside}")),
+        Err(e) => Err(e).with_context(|| format!("put {outside}")),
         Ok(reply) => {
-            // Not refused: the user may write there. Undo exactly what we wrote, if we wrote it.
+            // Not refused: the user may write there. Undo exactly what we wrote, if we wrote it, on the
+            // way to the error exit: bounded by --dial-timeout.
             if reply.succeeded() {
                 let created = reply.header().map_or(0, |h| h.revision());
+                let ours = Compare::create_revision(outside, CompareOp::Equal, created);
                 let undo = Txn::new()
-                    .when([Compare::create_revision(
-                        outside.as_str(),
-                        CompareOp::Equal,
-                        created,
-                    )])
-                    .and_then([TxnOp::delete(outside.as_str(), None::<DeleteOptions>)]);
-                bounded(dial_timeout, client.txn(undo))
-                    .await
-                    .with_context(|| format!("delete {outside}, which this run created"))?;
+                    .when([ours])
+                    .and_then([TxnOp::delete(outside, None::<DeleteOptions>)]);
+                let undoing = format!("delete {outside}, which this run created");
+                ExitBudget::new(args.connect.dial_timeout)
+                    .call(undoing, client.txn(undo))
+                    .await?;
             }
             bail!(
                 "etcd allowed {user} to write {outside}, outside {prefix}: its roles grant more than the \
@@ -181,12 +167,14 @@ async fn run(args: cli::Args) -> Result<()> {
             );
         }
     }
+}
 
-    // 5. A client that trusts etcd's CA but has no certificate of its own. With --client-cert-auth, etcd
-    //    ends the TLS handshake: such a client never gets as far as asking for a password.
-    let anonymous = etcd_connect::ConnectArgs {
-        secure: secure.without_identity(),
-        ..args.connect.clone()
+/// 5. A client that trusts etcd's CA but has no certificate of its own. With --client-cert-auth, etcd
+///    ends the TLS handshake: such a client never gets as far as asking for a password.
+async fn without_a_certificate(connect: &ConnectArgs) {
+    let anonymous = ConnectArgs {
+        secure: connect.secure.without_identity(),
+        ..connect.clone()
     };
     match etcd_connect::connect(&anonymous).await {
         Err(e) => {
@@ -198,38 +186,12 @@ async fn run(args: cli::Args) -> Result<()> {
              any client that trusts its CA may connect, and only users and roles protect the keys"
         ),
     }
-    println!(
-        "done: {greeting} stays in etcd; try `etcdctl --endpoints {} --cacert {} --cert {} --key {} get {greeting}`",
-        urls.join(","),
-        cacert.display(),
-        cert.display(),
-        key.display()
-    );
-    Ok(())
 }
 
 /// `ca.crt` for `.etcd/secure/certs/ca.crt`.
-fn file_name(path: &std::path::Path) -> String {
+fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
-}
-
-/// The call, or an error once `limit` (--dial-timeout) has passed. An etcd error stays in the chain, so
-/// the error line explains it.
-async fn bounded<T>(
-    limit: Duration,
-    call: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
-) -> Result<T> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(result) => Ok(result?),
-        Err(_) => bail!("etcd did not answer within {limit:?} (--dial-timeout)"),
-    }
-}
-
-/// Whether `e` is etcd refusing the call for lack of permission.
-fn permission_denied(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<etcd_client::Error>()
-        .is_some_and(secure::is_permission_denied)
 }
