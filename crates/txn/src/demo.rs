@@ -1,6 +1,7 @@
-//! The parts of `cargo run -p txn` that are not the lesson: the check that the demo prefix is empty, the
-//! workers of step 3 and their tally, the sum of the balances, and what the clean-up says when another
-//! client changed a key. `main.rs` calls each by name at its step.
+//! The parts of `cargo run -p txn` that are not the lesson, in the order `main.rs` calls them: the check
+//! that the demo prefix is empty, the signal check between steps, step 2's "other client", the opening of
+//! step 3's accounts, its workers and their tally, the sum of the balances, and what the clean-up says when
+//! another client changed a key.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,9 +60,12 @@ pub async fn stopped_before(step: u32, shutdown: &mut Shutdown) -> bool {
     }
 }
 
-/// One compare or operation per item: the lists of a transaction over many keys.
-pub fn each<I, T>(items: &[I], f: impl FnMut(&I) -> T) -> Vec<T> {
-    items.iter().map(f).collect()
+/// The outcome of a run from those of its steps and of its clean-up: the first error, or both in one line.
+pub fn first_error(steps: Result<()>, cleaned: Result<()>) -> Result<()> {
+    if let (Err(e), Err(cleanup)) = (&steps, &cleaned) {
+        bail!("{}; and then: {}", one_line(e), one_line(cleanup));
+    }
+    steps.and(cleaned)
 }
 
 /// The counter of step 2 as a GET of `key` found it: its value as shown, its mod revision (the revision
@@ -74,11 +78,77 @@ pub fn counter(kvs: &[KeyValue], key: &str) -> Result<(String, i64, u64)> {
     let value: u64 = text
         .parse()
         .map_err(|e| anyhow!("{key} holds {text:?}, not a whole number ({e})"))?;
-    Ok((text, kv.mod_revision(), value + 1))
+    let new = value
+        .checked_add(1)
+        .with_context(|| format!("{key} holds {value}: no room to add 1"))?;
+    Ok((text, kv.mod_revision(), new))
+}
+
+/// Step 2's "another client": puts `key = value` between the step's read and its write, so that its
+/// compare-and-swap loses a race on every run. The put creates the key, so it goes into `created`.
+pub async fn meanwhile_another_client_puts(
+    client: &mut Client,
+    key: &str,
+    value: &str,
+    created: &mut Vec<(String, i64)>,
+) -> Result<()> {
+    let put = client
+        .put(key, value, None)
+        .await
+        .with_context(|| format!("put {key}"))?;
+    let revision = put.header().map_or(0, |h| h.revision());
+    created.push((key.to_string(), revision));
+    println!("   meanwhile another client puts {key} = {value} (revision {revision})");
+    Ok(())
+}
+
+/// Opens the `--accounts` accounts of step 3 under `--demo-prefix`, with `balance` each, in one
+/// transaction: step 1's put-if-absent over all of them, *if* none exists (a create revision 0 compare per
+/// key) *then* put them all, *else* read them, to say which exist. Adds them to `created` and returns their
+/// keys.
+pub async fn open_accounts(
+    client: &mut Client,
+    args: &crate::cli::Args,
+    balance: u64,
+    created: &mut Vec<(String, i64)>,
+) -> Result<Vec<String>> {
+    let (prefix, count) = (&args.demo_prefix, args.accounts);
+    let accounts: Vec<String> = (1..=count)
+        .map(|i| format!("{prefix}account-{i}"))
+        .collect();
+    // Go: cli.Txn(ctx).If(Compare(CreateRevision(a), "=", 0), ...).Then(OpPut(a, "100"), ...).Else(OpGet(a), ...)
+    let (mut absent, mut puts, mut reads) = (vec![], vec![], vec![]);
+    for key in &accounts {
+        let key = key.as_str();
+        absent.push(Compare::create_revision(key, CompareOp::Equal, 0));
+        puts.push(TxnOp::put(key, balance.to_string(), None));
+        reads.push(TxnOp::get(key, Some(GetOptions::new().with_keys_only())));
+    }
+    let txn = Txn::new().when(absent).and_then(puts).or_else(reads);
+    let opened = client
+        .txn(txn)
+        .await
+        .with_context(|| format!("open {count} accounts under {prefix}"))?;
+    if !opened.succeeded() {
+        bail!(
+            "opened no account: another client wrote {} since this run found {prefix} empty",
+            keys_read(&opened, accounts.len())
+        );
+    }
+    let revision = revision_of(&opened);
+    created.extend(accounts.iter().map(|key| (key.clone(), revision)));
+    println!(
+        "   opened {} .. {} with {balance} each, in one put-if-absent transaction (revision {revision}): \
+         total {}",
+        accounts[0],
+        accounts[accounts.len() - 1],
+        balance * u64::from(count)
+    );
+    Ok(accounts)
 }
 
 /// The keys that the `count` GETs of a transaction's else branch found, comma-separated.
-pub fn keys_read(resp: &TxnResponse, count: usize) -> String {
+fn keys_read(resp: &TxnResponse, count: usize) -> String {
     let keys: Vec<String> = (0..count)
         .filter_map(|i| kv_of(resp, i))
         .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
@@ -261,76 +331,4 @@ pub fn what_changed(resp: &TxnResponse, created: &[(String, i64)]) -> String {
     } else {
         changed.join(", ")
     }
-}
-
-/// Step 2's "another client": puts `key = value` between the step's read and its write, so that its
-/// compare-and-swap loses a race on every run. The put creates the key, so it goes into `created`.
-pub async fn meanwhile_another_client_puts(
-    client: &mut Client,
-    key: &str,
-    value: &str,
-    created: &mut Vec<(String, i64)>,
-) -> Result<()> {
-    let put = client
-        .put(key, value, None)
-        .await
-        .with_context(|| format!("put {key}"))?;
-    let revision = put.header().map_or(0, |h| h.revision());
-    created.push((key.to_string(), revision));
-    println!("   meanwhile another client puts {key} = {value} (revision {revision})");
-    Ok(())
-}
-
-/// Opens the `--accounts` accounts of step 3 under `--demo-prefix` with `balance` each, in one transaction: *if* none
-/// exists (a create revision 0 compare per key) *then* put them all, *else* read them, to say which exist.
-/// Adds them to `created` and returns their keys.
-pub async fn open_accounts(
-    client: &mut Client,
-    args: &crate::cli::Args,
-    balance: u64,
-    created: &mut Vec<(String, i64)>,
-) -> Result<Vec<String>> {
-    let (prefix, count) = (&args.demo_prefix, args.accounts);
-    let accounts: Vec<String> = (1..=count)
-        .map(|i| format!("{prefix}account-{i}"))
-        .collect();
-    // Go: cli.Txn(ctx).If(Compare(CreateRevision(a), "=", 0), ...).Then(OpPut(a, "100"), ...).Else(OpGet(a), ...)
-    let txn = Txn::new()
-        .when(each(&accounts, |a| {
-            Compare::create_revision(a.as_str(), CompareOp::Equal, 0)
-        }))
-        .and_then(each(&accounts, |a| {
-            TxnOp::put(a.as_str(), balance.to_string(), None)
-        }))
-        .or_else(each(&accounts, |a| {
-            TxnOp::get(a.as_str(), Some(GetOptions::new().with_keys_only()))
-        }));
-    let opened = client
-        .txn(txn)
-        .await
-        .with_context(|| format!("open {count} accounts under {prefix}"))?;
-    if !opened.succeeded() {
-        bail!(
-            "opened no account: another client wrote {} since this run found {prefix} empty",
-            keys_read(&opened, accounts.len())
-        );
-    }
-    let revision = revision_of(&opened);
-    created.extend(accounts.iter().map(|key| (key.clone(), revision)));
-    println!(
-        "   opened {} .. {} with {balance} each, in one put-if-absent transaction (revision {revision}): \
-         total {}",
-        accounts[0],
-        accounts[accounts.len() - 1],
-        balance * u64::from(count)
-    );
-    Ok(accounts)
-}
-
-/// The outcome of a run from those of its steps and of its clean-up: the first error, or both in one line.
-pub fn first_error(steps: Result<()>, cleaned: Result<()>) -> Result<()> {
-    if let (Err(e), Err(cleanup)) = (&steps, &cleaned) {
-        bail!("{}; and then: {}", one_line(e), one_line(cleanup));
-    }
-    steps.and(cleaned)
 }
