@@ -2,8 +2,9 @@
 //! between two balances that never loses or creates money.
 //!
 //! `src/main.rs` builds the same transactions inline, at the steps that explain them; this file holds
-//! them ready to copy. It depends only on `etcd-client`, `tokio`, `anyhow` and `log`, so it can be copied
-//! into a service as is (see the topic README, "Use it in your project").
+//! them ready to copy. It depends on `etcd-client`, `tokio`, `anyhow` and `log`, and on the `Backoff` of
+//! `recipes::errors` for the pauses between retries: copy that recipe with it (see the topic README, "Use
+//! it in your project").
 //!
 //! An etcd transaction, in three sentences. `Txn::new().when(compares).and_then(ops).or_else(ops)` is
 //! sent as one request, and etcd evaluates every compare and runs one of the two lists of operations
@@ -276,7 +277,7 @@ fn balance(kvs: &[KeyValue], key: &str) -> Result<Balance> {
 }
 
 /// The first key-value read by the `index`-th operation of a transaction, if that was a GET that found one.
-fn kv_of(resp: &TxnResponse, index: usize) -> Option<KeyValue> {
+pub fn kv_of(resp: &TxnResponse, index: usize) -> Option<KeyValue> {
     match resp.op_responses().get(index) {
         Some(TxnOpResponse::Get(get)) => get.kvs().first().cloned(),
         _ => None,
@@ -284,11 +285,12 @@ fn kv_of(resp: &TxnResponse, index: usize) -> Option<KeyValue> {
 }
 
 /// The store revision a reply reports: after a transaction that wrote, the revision of its writes.
-fn revision_of(resp: &TxnResponse) -> i64 {
+pub fn revision_of(resp: &TxnResponse) -> i64 {
     resp.header().map_or(0, |h| h.revision())
 }
 
-/// The pauses between the attempts of one [`compare_and_swap`] or [`transfer`].
+/// The pauses between the attempts of one [`compare_and_swap`] or [`transfer`]: use it for a
+/// compare-and-swap loop of your own.
 ///
 /// After the n-th lost race it waits a random time from 0 to `FIRST_PAUSE * 2^n` (at most
 /// [`MAX_PAUSE`]): "exponential backoff with full jitter". The limit grows with the conflicts this call
@@ -296,26 +298,45 @@ fn revision_of(resp: &TxnResponse) -> i64 {
 /// keeps writers that collided from retrying at the same moment. There is no fixed number of attempts:
 /// with many writers on one key, each attempt has a small chance, and a few hundred lost races are
 /// normal. Only a deadline, [`GIVE_UP_AFTER`] from the first attempt, ends the retries.
-struct Retries {
+#[derive(Debug, Clone)]
+pub struct Retries {
     pauses: Backoff,
     give_up_at: Instant,
 }
 
+impl Default for Retries {
+    fn default() -> Retries {
+        Retries::new()
+    }
+}
+
 impl Retries {
-    fn new() -> Retries {
+    /// The schedule, starting now: the deadline is [`GIVE_UP_AFTER`] from this call.
+    pub fn new() -> Retries {
         Retries {
             pauses: Backoff::new(FIRST_PAUSE, MAX_PAUSE).full_jitter(),
             give_up_at: Instant::now() + GIVE_UP_AFTER,
         }
     }
 
+    /// The same schedule without the randomness: each pause is the limit itself (2 ms, 4 ms, 8 ms...). For
+    /// one writer whose pauses are shown or tested, as step 2 of `cargo run -p txn` does; writers that
+    /// race each other need the jitter of [`Retries::new`].
+    pub fn without_jitter(self) -> Retries {
+        Retries {
+            pauses: Backoff::new(FIRST_PAUSE, MAX_PAUSE),
+            ..self
+        }
+    }
+
     /// The attempts made so far, counting the one in progress.
-    fn attempts(&self) -> u32 {
+    pub fn attempts(&self) -> u32 {
         self.pauses.failures() + 1
     }
 
-    /// Waits after a lost race on `what`, or fails once the deadline has passed.
-    async fn pause(&mut self, what: &str, why: &str) -> Result<()> {
+    /// Waits after a lost race on `what` (`why` says what changed, for the debug log) and returns the
+    /// pause it took, or fails once the deadline has passed.
+    pub async fn pause(&mut self, what: &str, why: &str) -> Result<Duration> {
         let left = self.give_up_at.saturating_duration_since(Instant::now());
         if left.is_zero() {
             bail!(
@@ -327,6 +348,6 @@ impl Retries {
         let wait = self.pauses.next_pause().min(left);
         debug!("{what} {why}; attempt {} in {wait:?}", self.attempts());
         tokio::time::sleep(wait).await;
-        Ok(())
+        Ok(wait)
     }
 }
