@@ -1,5 +1,6 @@
 //! The command line of `cargo run -p lock`. Kept apart from `main.rs`, which is about etcd.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
@@ -51,6 +52,22 @@ pub struct Args {
     /// Holds it for --hold SECS, 5 if --hold is not given.
     #[arg(long = "try")]
     pub try_lock: bool,
+}
+
+/// How a run ended, when it did not fail.
+pub enum Outcome {
+    Done,
+    /// `--try` found the lock taken.
+    Taken,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Done => ExitCode::SUCCESS,
+            Outcome::Taken => ExitCode::from(EXIT_TAKEN),
+        }
+    }
 }
 
 /// What the run does, decided by the flags.

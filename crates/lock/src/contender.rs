@@ -11,13 +11,14 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use etcd_client::{Client, EventType, LockOptions, WatchOptions};
-use lock::{LockKey, TryOutcome, FIRST_PAUSE, MAX_PAUSE};
+use etcd_client::{Client, EventType, WatchOptions};
+use lock::{LockKey, Retry, TryOutcome};
 use log::debug;
+use recipes::errors::with_backoff;
 use recipes::kept_lease::Session;
 use recipes::shutdown::{ExitBudget, Shutdown};
 
-use crate::{cli, Outcome};
+use crate::cli::{self, Outcome};
 
 /// Contender mode: one session; acquire, hold, release. Run it in several terminals.
 pub async fn contend(
@@ -28,7 +29,8 @@ pub async fn contend(
     shutdown: &mut Shutdown,
     exit: &mut ExitBudget,
 ) -> Result<Outcome> {
-    // A session, as in the demo: a lease, renewed in the background while we wait and while we hold.
+    // A session, as in the demo (Go: `concurrency.NewSession(cli)`): a lease, renewed in the background
+    // while we wait and while we hold.
     let grant = client
         .lease_grant(args.ttl, None)
         .await
@@ -52,11 +54,22 @@ pub async fn contend(
         }
         Err(e) => Err(e),
     };
+    end_session(&mut client, args, lease, grant.ttl(), outcome, exit).await
+}
 
-    // Always end the session by revoking its lease: this also removes our key if we are still queued or
-    // holding (Go: `session.Close()`).
-    //    Bounded like every call on the way out: if etcd does not answer, the lease (and our key) goes when
-    //    its TTL runs out, since nobody renews it any more.
+/// Ends the session as Go's `session.Close()` does: revokes its lease, which also removes our key if we
+/// are still queued or holding. Bounded like every call on the way out: if etcd does not answer, the
+/// lease (and our key) goes when its TTL runs out, since nobody renews it any more. Returns `outcome`, or
+/// says what the revoke did about an unlock that failed.
+async fn end_session(
+    client: &mut Client,
+    args: &cli::Args,
+    lease: i64,
+    granted_ttl: i64,
+    outcome: Result<Outcome>,
+    exit: &mut ExitBudget,
+) -> Result<Outcome> {
+    // Go: session.Close()
     let what = format!("revoke lease {lease:016x}");
     let revoked = exit.call(what, client.lease_revoke(lease)).await;
     // An unlock that failed left the lock held, until this revoke, or until the lease expires: say which.
@@ -78,8 +91,7 @@ pub async fn contend(
                 debug!("{e:#}");
                 anyhow!(
                     "{failed}; revoking it failed too, so {name} frees itself when lease {lease:016x} \
-                     expires, {}s after its last renewal",
-                    grant.ttl()
+                     expires, {granted_ttl}s after its last renewal"
                 )
             }
         });
@@ -172,12 +184,13 @@ async fn hold_the_lock(
         return Err(stale(session.lost().await));
     }
 
-    // 3. Release: `unlock` deletes our key, which wakes the next contender. The time is taken before
-    //    unlocking: the work is over before the next holder can start. Bounded by the dial timeout: if etcd
-    //    does not answer, revoking the lease (which ends the session) deletes our key, or failing that it
-    //    goes when the lease's TTL runs out. A freeze can break the connection while the unlock is on its way (the call then fails at once
-    //    with a transport error): ask again, on a new connection, with growing pauses, within the same
-    //    budget. Deleting our own key twice is harmless.
+    // 3. Release (Go: `m.Unlock(ctx)`): `unlock` deletes our key, which wakes the next contender. The
+    //    time is taken before unlocking: the work is over before the next holder can start. Bounded by the
+    //    dial timeout: if etcd does not answer, revoking the lease (which ends the session) deletes our
+    //    key, or failing that it goes when the lease's TTL runs out. A freeze can break the connection
+    //    while the unlock is on its way (the call then fails at once with a transport error): `unlock`
+    //    asks again, on a new connection, with growing pauses, within the same budget. Deleting our own
+    //    key twice is harmless.
     let released_at = unix_millis();
     unlock(client, &held, exit).await?;
     println!("released {} at={released_at}", held.key);
@@ -223,152 +236,58 @@ async fn wait_for_lock(
         "waiting for {name} ... (lease {lease:016x}, ttl {}s, hold {hold:?})",
         session.ttl()
     );
-    // The lock call waits on the server until every key queued before ours is deleted. Dropping it
-    // (as `select!` does on Ctrl-C) cancels the call, and etcd removes our queued key.
-    //
-    // If the connection breaks while we wait, ask again with the same lease. After an etcd restart the
-    // lock service finds our key `<name>/<lease>` still there and keeps its create revision, so we keep
-    // our place in the queue. If etcd kept running (a freeze, a dropped connection), it deletes the key
-    // when it notices our first call was cancelled, maybe after the call made again found that key:
-    // so the key is read back after the lock is granted (below). Keep asking, with growing pauses, for as long as the session lives; an
-    // error that retrying cannot fix (say, the lease is gone) ends the wait.
-    let mut pause = FIRST_PAUSE;
+    // `lock::acquire` (src/lib.rs) makes the lock call, which waits on the server until every key queued
+    // before ours is deleted, and reads our key back for its fencing token. When the connection breaks it
+    // asks again with the same lease, which keeps our place in the queue; when etcd deleted our key while
+    // our lease lives, it queues again. Dropping it (as `select!` does on Ctrl-C) cancels the call, and
+    // etcd removes our queued key. The session ends the wait if the lease is gone.
     let mut told = false;
-    loop {
-        let attempt = tokio::select! {
-            locked = client.lock(name, Some(LockOptions::new().with_lease(lease))) => locked,
-            signal = shutdown.recv() => {
-                println!("{signal}: stopped waiting for {name}");
-                return Ok(None);
-            }
-            why = session.lost() => bail!("lost the session while waiting for {name}: {why}"),
-        };
-        match attempt {
-            Ok(locked) => {
-                let key = String::from_utf8_lossy(locked.key()).into_owned();
-                // The fencing token is the key's create revision, which the reply does not carry: read
-                // it back. That also checks that the key still exists: the lock call answers once the
-                // keys queued before ours are gone, without checking that ours is still there.
-                if let Some(held) = granted(client, &key, lease).await? {
-                    return Ok(Some(held));
-                }
-                // Our key was deleted while we waited, although our lease lives. etcd does that when
-                // it sees a lock call cancelled: after a broken connection, the call we made first
-                // ends on the server only when etcd notices, and its clean-up deletes `<name>/<lease>`,
-                // the same key our call made again may have found and queued with. Queue again.
-                say_deleted_while_waiting(&key, lease);
-                continue;
-            }
-            // etcd 3.5 reads the key back itself before it answers, and says Go's ErrSessionExpired
-            // ("mutex: session is expired") when it is gone: the same case as above, told by etcd.
-            Err(e) if recipes::errors::explain(&e).contains("session is expired") => {
-                let key = format!("{name}/{lease:x}");
-                debug!("lock {name}: {e:?}");
-                lease_lives_on(client, &key, lease).await?;
-                say_deleted_while_waiting(&key, lease);
-                continue;
-            }
-            Err(e) if recipes::errors::is_transient(&e) => {
-                debug!("lock {name} failed, asking again in {pause:?}: {e:?}");
-                if !told {
-                    println!(
-                        "lost the connection to etcd while waiting ({}); asking again with the same \
-                         lease, which keeps its place in the queue if etcd still holds its key",
-                        recipes::errors::explain(&e)
-                    );
-                    told = true;
-                }
-            }
-            Err(e) => {
-                debug!("lock {name}: {e:?}");
-                bail!("lock {name}: {}", recipes::errors::explain(&e));
-            }
+    let on_retry = |retry: Retry<'_>| {
+        match retry {
+        Retry::Transient(e) if !told => {
+            told = true;
+            let why = recipes::errors::explain(e);
+            println!(
+                "lost the connection to etcd while waiting ({why}); asking again with the same lease, \
+                 which keeps its place in the queue if etcd still holds its key"
+            );
         }
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            signal = shutdown.recv() => {
-                println!("{signal}: stopped waiting for {name}");
-                return Ok(None);
-            }
-            why = session.lost() => bail!("lost the session while waiting for {name}: {why}"),
+        Retry::Transient(_) => {}
+        Retry::Requeued { key } => println!(
+            "our key {key} was deleted while we waited, although lease {lease:016x} is alive: etcd \
+             removes the key of a lock call it sees cancelled, as when the connection broke; asking \
+             again, at the back of the queue"
+        ),
+    }
+    };
+    // Go: m.Lock(ctx)
+    tokio::select! {
+        held = lock::acquire(client, name, lease, on_retry) => held.map(Some),
+        signal = shutdown.recv() => {
+            println!("{signal}: stopped waiting for {name}");
+            Ok(None)
         }
-        pause = (pause * 2).min(MAX_PAUSE);
+        why = session.lost() => bail!("lost the session while waiting for {name}: {why}"),
     }
 }
 
-/// Deletes our lock key `held`, asking again on a new connection after a transport error, all within the
-/// exit budget. An error that retrying cannot fix is an [`UnlockFailed`].
-async fn unlock(client: &mut Client, held: &LockKey, exit: &mut ExitBudget) -> Result<()> {
-    let mut pause = Duration::ZERO;
-    loop {
-        let unlock = async {
-            tokio::time::sleep(pause).await;
-            client.unlock(held.key.as_str()).await
-        };
-        match exit.call(format!("unlock {}", held.key), unlock).await {
-            Ok(_) => return Ok(()),
-            Err(e)
-                if e.downcast_ref::<etcd_client::Error>()
-                    .is_some_and(recipes::errors::is_transient) =>
-            {
-                pause = (pause * 2).clamp(FIRST_PAUSE, MAX_PAUSE);
-                debug!("{e:#}; asking again in {pause:?}");
-            }
-            Err(e) => {
-                return Err(UnlockFailed {
-                    key: held.key.clone(),
-                    why: recipes::errors::one_line(&e),
-                }
-                .into())
-            }
+/// Deletes our lock key `held`, asking again on a new connection after a transport error
+/// (`with_backoff`), all within the exit budget. An error that retrying cannot fix is an [`UnlockFailed`].
+async fn unlock(client: &Client, held: &LockKey, exit: &mut ExitBudget) -> Result<()> {
+    let unlock = || {
+        let (mut client, key) = (client.clone(), held.key.clone());
+        async move { client.unlock(key).await }
+    };
+    // `with_backoff` logs each retry at debug level: nothing to add.
+    let unlocked = with_backoff(unlock, |_, _, _| {});
+    match exit.call(format!("unlock {}", held.key), unlocked).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(UnlockFailed {
+            key: held.key.clone(),
+            why: recipes::errors::one_line(&e),
         }
+        .into()),
     }
-}
-
-/// The lock key that a lock call granted, read back: its create revision is the fencing token. `None` if
-/// the key no longer exists although `lease` still lives (then queue again); an error if the lease is gone,
-/// since the key went with it.
-async fn granted(client: &mut Client, key: &str, lease: i64) -> Result<Option<LockKey>> {
-    let got = client
-        .get(key, None)
-        .await
-        .with_context(|| format!("get {key}"))?;
-    if let Some(kv) = got.kvs().first() {
-        return Ok(Some(LockKey {
-            create_revision: kv.create_revision(),
-            key: key.to_string(),
-        }));
-    }
-    lease_lives_on(client, key, lease).await?;
-    Ok(None)
-}
-
-/// Says that our queued `key` is gone while `lease` lives, and that we queue again.
-fn say_deleted_while_waiting(key: &str, lease: i64) {
-    println!(
-        "our key {key} was deleted while we waited, although lease {lease:016x} is alive: etcd removes \
-         the key of a lock call it sees cancelled, as when the connection broke; asking again, at the \
-         back of the queue"
-    );
-}
-
-/// Our lock `key` is gone: asks etcd whether `lease` is too, rather than guess, and fails if it is.
-async fn lease_lives_on(client: &mut Client, key: &str, lease: i64) -> Result<()> {
-    let left = client
-        .lease_time_to_live(lease, None)
-        .await
-        .with_context(|| {
-            format!("{key} is gone from the queue; ask etcd about lease {lease:016x}")
-        })?
-        .ttl();
-    if left <= 0 {
-        bail!(
-            "{key} is gone from the queue: etcd says lease {lease:016x} no longer exists \
-             (it expired or was revoked), and its keys went with it"
-        );
-    }
-    debug!("{key} is gone, but lease {lease:016x} lives for {left}s more");
-    Ok(())
 }
 
 /// Resolves once etcd deletes the lock key `held`, saying what etcd says about `lease` then. It watches the

@@ -1,10 +1,11 @@
-//! The reusable part of the `lock` topic: a lock session, a lock attempt that does not wait, and a write
-//! that only the current holder of a lock can make.
+//! The reusable part of the `lock` topic: acquiring a lock *with its fencing token*, a lock attempt that
+//! does not wait, and a write that only the current holder of a lock can make.
 //!
-//! Every other call of the topic (`lease_grant`, `lock`, `unlock`, `lease_revoke`) is one `etcd-client` call,
-//! and `src/main.rs` makes it at the step that explains it. This file depends only on `etcd-client`, `tokio`,
-//! `anyhow` and `log`, so it can be copied into a service as is (see the topic README, "Use it in your
-//! project").
+//! `src/main.rs` makes the topic's etcd-client calls (`lease_grant`, `lock`, `unlock`, `lease_revoke`) at
+//! the steps that explain them; this file holds what a service needs around them. It depends on
+//! `etcd-client`, `tokio`, `anyhow` and `log`, and on the recipe `recipes::errors` (for [`Backoff`] and
+//! [`is_transient`]); the session that keeps a lock's lease alive is `recipes::kept_lease::Session`. See
+//! the topic README, "Use it in your project".
 //!
 //! How etcd's lock works, in three sentences. Every contender writes a key `<name>/<its lease id in hex>`
 //! attached to its lease; the key with the lowest create revision holds the lock, the others wait for the
@@ -12,20 +13,13 @@
 //! revoked, which is how a crashed holder's lock comes free. The holder's create revision only ever grows
 //! from one holder to the next, so it doubles as a *fencing token* (see [`put_if_holder`]).
 
-use std::time::Duration;
-
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse,
+    Client, Compare, CompareOp, GetOptions, LockOptions, LockResponse, PutOptions, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse,
 };
-
-/// First pause before re-trying a call that failed because etcd could not be reached; it doubles after
-/// each failure up to [`MAX_PAUSE`], so a process waiting out an etcd restart does not spin.
-pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
-
-/// Longest pause between two attempts to reach etcd again.
-pub const MAX_PAUSE: Duration = Duration::from_secs(2);
+use log::debug;
+use recipes::errors::{is_transient, Backoff};
 
 /// One contender's key in a lock's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,4 +146,118 @@ pub async fn put_if_holder(
     Ok(resp
         .succeeded()
         .then(|| resp.header().map_or(0, |h| h.revision())))
+}
+
+/// The key a granted lock call holds, read back for its fencing token: pass it the answer of
+/// `client.lock(name, Some(LockOptions::new().with_lease(lease_id)))`.
+///
+/// The lock reply names the key but not its create revision, the token (its header revision is when the
+/// lock was granted, which can be later), so this reads the key back. That also checks that the key still
+/// exists: etcd answers once the keys queued before ours are gone, without checking that ours is still
+/// there. It may not be: when a lock call is cancelled (a broken connection), etcd deletes its key once it
+/// notices, maybe after the call made again found that same key `<name>/<lease>` and queued with it.
+/// etcd 3.5 reads the key back itself and then answers Go's `ErrSessionExpired`, "mutex: session is
+/// expired": the same case.
+///
+/// `Ok(None)`: our key is gone although etcd says our lease lives; lock again (at the back of the queue).
+/// An error if the lock call failed (with the etcd-client error inside, for [`is_transient`]), or if the
+/// lease is gone, since the key went with it.
+pub async fn fencing_token(
+    client: &mut Client,
+    name: &str,
+    lease_id: i64,
+    locked: Result<LockResponse, etcd_client::Error>,
+) -> Result<Option<LockKey>> {
+    let key = match locked {
+        Ok(locked) => String::from_utf8_lossy(locked.key()).into_owned(),
+        Err(e) if session_expired(&e) => {
+            debug!("lock {name}: {e:?}");
+            lease_lives_on(client, &format!("{name}/{lease_id:x}"), lease_id).await?;
+            return Ok(None);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("lock {name}"))),
+    };
+    let got = client
+        .get(key.as_str(), None)
+        .await
+        .with_context(|| format!("get {key}"))?;
+    if let Some(kv) = got.kvs().first() {
+        return Ok(Some(LockKey {
+            create_revision: kv.create_revision(),
+            key,
+        }));
+    }
+    lease_lives_on(client, &key, lease_id).await?;
+    Ok(None)
+}
+
+/// etcd 3.5's answer when our key is gone by the time the lock is granted (Go's `ErrSessionExpired`).
+/// gRPC gives it the code UNKNOWN, which [`is_transient`] counts as transient: check this first.
+fn session_expired(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("session is expired"))
+}
+
+/// Our lock `key` is gone: asks etcd whether `lease` is too, rather than guess, and fails if it is.
+async fn lease_lives_on(client: &mut Client, key: &str, lease: i64) -> Result<()> {
+    let left = client
+        .lease_time_to_live(lease, None)
+        .await
+        .with_context(|| {
+            format!("{key} is gone from the queue; ask etcd about lease {lease:016x}")
+        })?
+        .ttl();
+    if left <= 0 {
+        bail!(
+            "{key} is gone from the queue: etcd says lease {lease:016x} no longer exists \
+             (it expired or was revoked), and its keys went with it"
+        );
+    }
+    debug!("{key} is gone, but lease {lease:016x} lives for {left}s more");
+    Ok(())
+}
+
+/// Why [`acquire`] asks etcd again.
+#[derive(Debug)]
+pub enum Retry<'a> {
+    /// A call failed in a way that may pass (the connection broke, etcd restarts): it asks again with
+    /// the same lease after a pause ([`Backoff::default`]). After an etcd restart the lock service finds
+    /// our key `<name>/<lease>` still there and keeps its create revision: we keep our place.
+    Transient(&'a etcd_client::Error),
+    /// Our key `key` was deleted while our lease lives (see [`fencing_token`]): it asks again at once,
+    /// at the back of the queue.
+    Requeued { key: &'a str },
+}
+
+/// Waits for the lock `name` on lease `lease_id` (a [`Session`](recipes::kept_lease::Session)'s) and
+/// returns the key it holds with its fencing token: Go's `Mutex.Lock`, then `Mutex.Key` and the key's
+/// create revision. Asks again, telling `on_retry` why, when a call fails transiently or when etcd
+/// deleted our queued key while our lease lives; any other error ends it.
+///
+/// It waits as long as it takes: bound it by the session (`session.lost()`) and a signal in
+/// `tokio::select!`. Dropping it cancels the lock call, and etcd then removes our queued key.
+pub async fn acquire(
+    client: &mut Client,
+    name: &str,
+    lease_id: i64,
+    mut on_retry: impl FnMut(Retry<'_>),
+) -> Result<LockKey> {
+    let mut backoff = Backoff::default();
+    loop {
+        let options = LockOptions::new().with_lease(lease_id);
+        let locked = client.lock(name, Some(options)).await;
+        match fencing_token(client, name, lease_id, locked).await {
+            Ok(Some(held)) => return Ok(held),
+            Ok(None) => on_retry(Retry::Requeued {
+                key: &format!("{name}/{lease_id:x}"),
+            }),
+            Err(e) => match e.downcast_ref::<etcd_client::Error>() {
+                Some(cause) if is_transient(cause) => {
+                    debug!("{e:#}; asking again");
+                    on_retry(Retry::Transient(cause));
+                    backoff.wait().await;
+                }
+                _ => return Err(e),
+            },
+        }
+    }
 }
