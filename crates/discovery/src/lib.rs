@@ -224,8 +224,8 @@ impl Registration {
 /// out etcd restarts (the watch is opened again from the revision after the last change applied, with
 /// growing pauses) and compaction (the set is read again, and watched from right after that read).
 ///
-/// The building blocks are public too, for a loop of your own (`src/watcher.rs` has one): [`load`]
-/// (Self::load) a GET, then [`apply`](Self::apply) each watch response.
+/// The building blocks are public too, for a loop of your own (`src/watcher.rs` has one):
+/// [`load`](Self::load) a GET, then [`apply`](Self::apply) each watch response.
 #[derive(Debug)]
 pub struct InstanceWatch {
     prefix: String,

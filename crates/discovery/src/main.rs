@@ -125,12 +125,11 @@ impl Demo {
         }
         // Say what is left, read back from etcd rather than assumed.
         let count_only = GetOptions::new().with_prefix().with_count_only();
-        let left = self
-            .client
-            .get(dir.as_str(), Some(count_only))
-            .await?
-            .count();
-        println!("done: {left} key(s) left under {dir}, and both leases are revoked");
+        let left = self.client.get(dir.as_str(), Some(count_only)).await?;
+        println!(
+            "done: {} key(s) left under {dir}, and both leases are revoked",
+            left.count()
+        );
         Ok(())
     }
 
@@ -145,8 +144,8 @@ impl Demo {
         let mut watcher = InstanceWatch::new(dir);
         watcher.load(&got);
         // Go: wch := cli.Watch(ctx, dir, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
-        //     InstanceWatch watches through a recipes::resuming_watch::ResumingWatch, which opens the
-        //     watch again where it broke (an etcd restart), and applies each change to the set.
+        //     `InstanceWatch` (src/lib.rs) keeps the set and watches through a recipes ResumingWatch,
+        //     which opens the watch again where it broke (an etcd restart), missing no change.
         let watch = watcher.watch(&self.client, self.timeout, retrying);
         let from = timeout(DEMO_TIMEOUT, watch).await;
         let from = from.context("the watch did not open in time")??;

@@ -44,6 +44,7 @@ pub async fn run(
 
     // 1. Grant a lease: the key will live as long as we renew it, and TTL seconds more. etcd may grant
     //    more than we asked (it raises very short TTLs), so the rest uses the TTL from the reply.
+    // Go: lease, err := cli.Grant(ctx, ttl)
     let granted = match shutdown
         .unless_stopped(client.lease_grant(flags.ttl, None))
         .await
@@ -70,6 +71,7 @@ pub async fn run(
     //    sends one renewal, `message()` reads one answer; nothing renews unless we send it. Opening the
     //    stream renews once. `KeptLease` (recipes::kept_lease) renews every TTL/3 and re-opens the stream
     //    when it breaks, while the lease can still be alive.
+    // Go: ch, err := cli.KeepAlive(ctx, lease), whose goroutine is what `KeptLease` does here, in step 4.
     let (keeper, answers) = match client.lease_keep_alive(lease).await {
         Ok(ends) => ends,
         Err(e) => {
@@ -104,6 +106,8 @@ impl Instance {
         shutdown: &mut Shutdown,
     ) -> Result<bool> {
         let key = self.key.as_str();
+        // Go: cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+        //     Then(clientv3.OpPut(key, addr, clientv3.WithLease(lease))).Else(clientv3.OpGet(key)).Commit()
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
@@ -235,6 +239,7 @@ impl Instance {
     async fn deregister(&self, client: &mut Client, kept: &KeptLease, why: &str) -> Result<()> {
         let (key, name, lease, ttl) = (&self.key, &self.name, kept.id, kept.ttl);
         let mut budget = ExitBudget::new(self.timeout);
+        // Go: cli.TimeToLive(ctx, lease, clientv3.WithAttachedKeys()), then cli.Revoke(ctx, lease)
         let options = LeaseTimeToLiveOptions::new().with_keys();
         let holds = client.lease_time_to_live(lease, Some(options));
         let attached = budget

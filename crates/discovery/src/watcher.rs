@@ -48,6 +48,7 @@ pub async fn run(
     //    the whole store at one revision, given in the reply's header. Through a kv client whose reply
     //    limit is raised to MAX_RESPONSE (recipes::resuming_watch): `client.get` keeps etcd-client's
     //    4 MiB, and sixty instances with 100 kB values are more than that.
+    // Go: resp, err := cli.Get(ctx, dir, clientv3.WithPrefix())
     let mut kv_client = client.kv_client().max_decoding_message_size(MAX_RESPONSE);
     let got = tokio::time::timeout(
         timeout,
@@ -93,6 +94,7 @@ async fn open(
     from: i64,
     timeout: Duration,
 ) -> Result<(WatchStream, i64)> {
+    // Go: wch := cli.Watch(ctx, dir, clientv3.WithPrefix(), clientv3.WithRev(from))
     let options = WatchOptions::new().with_prefix().with_start_revision(from);
     let mut watch_client = client
         .watch_client()
@@ -116,7 +118,7 @@ async fn open(
     Ok((stream, created.watch_id()))
 }
 
-/// The watcher after step 2: the set, the line printed last, and where the watch is.
+/// The watcher after step 2: the set, and where the watch is.
 struct Watching<'a> {
     service: &'a str,
     dir: &'a str,
