@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Try next: Ctrl-C one `register` and see the watcher drop it at once; `kill -9` another and see it go
-//! about `--ttl` seconds later; start a second `--id a` while the first runs, and see it refused.
+//! about `--ttl` seconds later; start a second `--id a` while the first runs, and see it refused. In a
+//! service, `register` and `InstanceWatch` from `src/lib.rs` pack the same steps.
 
 mod cli;
 mod demo;
