@@ -10,29 +10,26 @@
 //! Each change the watch reports updates the set; a watch broken by an etcd restart is opened again from
 //! the revision after the last change applied.
 //!
-//! The `register` and `watch` subcommands (`src/register.rs`, `src/watcher.rs`) make each `etcd-client`
-//! call of the topic themselves, where they explain it; this file packs the same for a service. It
-//! depends only on `etcd-client`, `tokio`, `anyhow` and `log`, so it can be copied into a service as is
-//! (see the topic README, "Use it in your project").
+//! `src/main.rs` and the `register` and `watch` subcommands (`src/register.rs`, `src/watcher.rs`) make
+//! each `etcd-client` call of the topic themselves, where they explain it; this file packs the same for a
+//! service. What keeps it alive comes from the recipes: the lease is renewed by
+//! `recipes::kept_lease::Session`, and the watch is a `recipes::resuming_watch::ResumingWatch`. To use it
+//! in a service, copy those recipes (README.md, "Copy a recipe"), then this file.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, GetResponse, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions, WatchResponse, WatchStream,
+    Client, Compare, CompareOp, EventType, GetResponse, PutOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse, WatchResponse,
 };
 use log::debug;
-use recipes::errors::{is_transient, Backoff};
-use recipes::kept_lease::{KeptLease, Renewal};
-use recipes::resuming_watch::MAX_RESPONSE;
-use tokio::task::JoinHandle;
+use recipes::kept_lease::Session;
+use recipes::resuming_watch::{Delivery, ResumingWatch};
 
 // ---------------------------------------------------------------------------------------------------------
-// The lease keeper: `KeptLease`, a copy of the keepalive topic's (crates/keepalive/src/lib.rs), kept here
-// so that this file can be copied alone. `tests/steps.rs` checks that the two copies stay the same, from
-// this line to the end marker below.
+// Registration
 // ---------------------------------------------------------------------------------------------------------
 
 /// Who holds an instance's key, when [`register`] finds it taken.
@@ -44,6 +41,25 @@ pub struct Holder {
     /// The lease its key is attached to; 0 for none (a key written by hand, which stays until deleted).
     pub lease: i64,
     pub create_revision: i64,
+}
+
+impl Holder {
+    /// The holder of `key` in the reply of a put-if-absent transaction whose `or_else` reads the key
+    /// (`TxnOp::get(key, None)`); `None` if the transaction wrote the key, so nobody else holds it.
+    pub fn in_reply(key: &str, reply: &TxnResponse) -> Option<Holder> {
+        if reply.succeeded() {
+            return None;
+        }
+        reply.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(got) => got.kvs().first().map(|kv| Holder {
+                key: key.to_string(),
+                addr: String::from_utf8_lossy(kv.value()).into_owned(),
+                lease: kv.lease(),
+                create_revision: kv.create_revision(),
+            }),
+            _ => None,
+        })
+    }
 }
 
 /// What [`register`] did.
@@ -62,19 +78,15 @@ pub enum Registered {
 /// so clients stop calling you at once instead of for up to a TTL. If the process is killed, nothing
 /// deregisters it, but nothing renews its lease either, and etcd deletes the key when the TTL runs out.
 ///
-/// The lease is renewed every TTL/3 by a background task, with [`KeptLease`], which also rides out a short
-/// etcd outage by re-opening its keep-alive stream for as long as the lease can still be alive: an etcd
-/// restart, or a freeze of up to two thirds of the TTL less a second ([`KeptLease::renew_every`] says why
-/// not a whole TTL). Dropping it stops the renewals without deleting the key, which then goes when the TTL
-/// runs out.
+/// The lease is renewed every TTL/3 by a [`Session`] (a `KeptLease` in a background task), which also
+/// rides out a short etcd outage by re-opening its keep-alive stream for as long as the lease can still
+/// be alive. Dropping it stops the renewals without deleting the key, which then goes when the TTL runs
+/// out.
 pub struct Registration {
     key: String,
     addr: String,
-    lease_id: i64,
-    ttl: i64,
     create_revision: i64,
-    renewer: JoinHandle<String>,
-    lost: Option<String>,
+    session: Session,
 }
 
 /// Registers `addr` under `key` (by convention `<prefix>/<service>/<id>`) on a new lease of `ttl` seconds,
@@ -96,13 +108,14 @@ pub async fn register(client: &Client, key: &str, addr: &str, ttl: i64) -> Resul
     // etcd may grant a longer TTL than asked (it raises very short ones): renew by the one it granted.
     let (id, ttl) = (grant.id(), grant.ttl());
 
-    let absent = Compare::create_revision(key, CompareOp::Equal, 0);
-    let write = TxnOp::put(key, addr, Some(PutOptions::new().with_lease(id)));
-    let read_holder = TxnOp::get(key, None);
     let txn = Txn::new()
-        .when([absent])
-        .and_then([write])
-        .or_else([read_holder]);
+        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
+            key,
+            addr,
+            Some(PutOptions::new().with_lease(id)),
+        )])
+        .or_else([TxnOp::get(key, None)]);
     let reply = match client.txn(txn).await {
         Ok(reply) => reply,
         Err(e) => {
@@ -112,70 +125,27 @@ pub async fn register(client: &Client, key: &str, addr: &str, ttl: i64) -> Resul
     };
     if !reply.succeeded() {
         revoke_quietly(&mut client, id).await;
-        let holder = reply.op_responses().into_iter().find_map(|op| match op {
-            TxnOpResponse::Get(got) => got.kvs().first().map(|kv| Holder {
-                key: key.to_string(),
-                addr: String::from_utf8_lossy(kv.value()).into_owned(),
-                lease: kv.lease(),
-                create_revision: kv.create_revision(),
-            }),
-            _ => None,
-        });
         // The compare and the read are one transaction, so the key the compare saw is the key read.
-        let holder = holder.context("etcd said the key exists but returned no holder")?;
+        let holder = Holder::in_reply(key, &reply)
+            .context("etcd said the key exists but returned no holder")?;
         return Ok(Registered::Taken(holder));
     }
     let create_revision = reply.header().map_or(0, |h| h.revision());
 
-    // Opening the stream renews the lease once; from here on `KeptLease` does the timing.
-    let (keeper, answers) = match client.lease_keep_alive(id).await {
-        Ok(ends) => ends,
+    let session = match Session::start(&client, id, ttl).await {
+        Ok(session) => session,
         Err(e) => {
             revoke_quietly(&mut client, id).await;
-            return Err(anyhow!(e).context(format!("start renewing lease {id:016x}")));
+            return Err(e);
         }
     };
-    let lease = KeptLease::new(id, ttl, keeper, answers);
-    debug!(
-        "registered {key} = {addr} on lease {id:016x} (ttl {ttl}s), renewed every {:?}",
-        lease.renew_every()
-    );
-    let renewer = tokio::spawn(keep_renewing(lease, client.clone()));
+    debug!("registered {key} = {addr} on lease {id:016x} (ttl {ttl}s)");
     Ok(Registered::Now(Registration {
         key: key.to_string(),
         addr: addr.to_string(),
-        lease_id: id,
-        ttl,
         create_revision,
-        renewer,
-        lost: None,
+        session,
     }))
-}
-
-/// The background task of a [`Registration`]: renews until the lease is gone, re-opening the stream when
-/// it breaks; returns why it stopped.
-async fn keep_renewing(mut lease: KeptLease, mut client: Client) -> String {
-    loop {
-        match lease.renew_when_due().await {
-            Ok(Renewal::Alive { ttl }) => debug!("lease {:016x} renewed for {ttl}s", lease.id),
-            Ok(Renewal::Gone) => {
-                return format!(
-                    "lease {:016x} is gone, and the registration with it: {}",
-                    lease.id,
-                    lease.why_gone()
-                )
-            }
-            Err(broken) => {
-                debug!(
-                    "keep-alive stream of lease {:016x} broke ({broken:#}); re-opening it",
-                    lease.id
-                );
-                if let Err(why) = lease.reopen(&mut client).await {
-                    return format!("{why:#}");
-                }
-            }
-        }
-    }
 }
 
 /// Revokes a lease nobody will use, after a failed registration. Not bounded by a timeout of its own: if
@@ -199,12 +169,12 @@ impl Registration {
 
     /// The lease the key is attached to.
     pub fn lease_id(&self) -> i64 {
-        self.lease_id
+        self.session.lease_id()
     }
 
     /// The TTL etcd granted, in seconds: how long the key outlives this process if it is killed.
     pub fn ttl(&self) -> i64 {
-        self.ttl
+        self.session.ttl()
     }
 
     /// The store revision at which the key was created: clients that saw an older key of the same name
@@ -218,23 +188,15 @@ impl Registration {
     /// and clients no longer find this instance. A short outage that the renewals ride out does not
     /// resolve it. Use it in `tokio::select!` next to the work.
     pub async fn lost(&mut self) -> String {
-        if let Some(why) = &self.lost {
-            return why.clone();
-        }
-        let why = match (&mut self.renewer).await {
-            Ok(why) => why,
-            Err(e) => format!("the renewal task stopped: {e}"),
-        };
-        self.lost = Some(why.clone());
-        why
+        self.session.lost().await
     }
 
     /// Deregisters at once: stops the renewals and revokes the lease (through `client`), which deletes
     /// the key, within `timeout`. If etcd does not answer in time, the key goes when the TTL runs out,
     /// since nobody renews it any more; the error says so.
     pub async fn deregister(self, client: &Client, timeout: Duration) -> Result<()> {
-        self.renewer.abort();
-        let (id, key, ttl) = (self.lease_id, self.key.clone(), self.ttl);
+        let (id, key, ttl) = (self.lease_id(), self.key, self.session.ttl());
+        drop(self.session);
         let mut client = client.clone();
         match tokio::time::timeout(timeout, client.lease_revoke(id)).await {
             Ok(Ok(_)) => Ok(()),
@@ -249,12 +211,6 @@ impl Registration {
     }
 }
 
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.renewer.abort();
-    }
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Discovery
 // ---------------------------------------------------------------------------------------------------------
@@ -264,38 +220,21 @@ impl Drop for Registration {
 /// Use it in a client of a service (a load balancer, a caller picking an instance): the set it keeps is
 /// every `<id> = <address>` under the service's prefix, as of [`next_revision`](Self::next_revision) - 1.
 /// The simplest way is [`changed`](Self::changed) in a loop: its first call returns the current set, every
-/// later call the set after the next change. It rides out etcd restarts (the watch is opened again from
-/// the revision after the last change applied, with growing pauses) and compaction (the set is read
-/// again, and watched from right after that read).
+/// later call the set after the next change. It follows the prefix with a [`ResumingWatch`], so it rides
+/// out etcd restarts (the watch is opened again from the revision after the last change applied, with
+/// growing pauses) and compaction (the set is read again, and watched from right after that read).
 ///
 /// The building blocks are public too, for a loop of your own (`src/watcher.rs` has one):
-/// [`load`](Self::load) a GET, [`apply`](Self::apply) each watch response, and [`open`](Self::open) or
-/// [`reload`](Self::reload) the watch when it breaks or its history was compacted.
+/// [`load`](Self::load) a GET, then [`apply`](Self::apply) each watch response.
 #[derive(Debug)]
 pub struct InstanceWatch {
     prefix: String,
     instances: BTreeMap<String, String>,
     /// The first revision whose changes are not in `instances` yet; `None` before the first read.
     next_revision: Option<i64>,
-    /// The open watch, between two calls of `changed`.
-    stream: Option<WatchStream>,
-    /// Watches in a row that broke before they delivered anything, and when the last one was opened.
-    quick_breaks: Backoff,
-    opened_at: Option<Instant>,
-    delivered: bool,
+    /// The watch on the prefix, between two calls of `changed`; `None` until one is opened.
+    watch: Option<ResumingWatch>,
 }
-
-/// A watch that etcd has confirmed, from [`InstanceWatch::open`] or [`InstanceWatch::reload`].
-#[derive(Debug)]
-pub struct OpenWatch {
-    /// Read changes with `stream.message()`; stop with `stream.cancel(watch_id)`.
-    pub stream: WatchStream,
-    /// etcd's name for this watch on the stream, needed to cancel it.
-    pub watch_id: i64,
-}
-
-/// A watch that stayed open this long counts as one that worked, even if nothing changed meanwhile.
-const STABLE: Duration = Duration::from_secs(10);
 
 impl InstanceWatch {
     /// Follows the keys under `prefix`, for instance `/services/api/`. End it with `/`: without it,
@@ -305,10 +244,7 @@ impl InstanceWatch {
             prefix: prefix.into(),
             instances: BTreeMap::new(),
             next_revision: None,
-            stream: None,
-            quick_breaks: Backoff::default(),
-            opened_at: None,
-            delivered: false,
+            watch: None,
         }
     }
 
@@ -324,8 +260,13 @@ impl InstanceWatch {
 
     /// Takes the set from a GET of every key under the prefix (`GetOptions::new().with_prefix()`). A GET
     /// is a snapshot at the store revision in its header, so the changes to apply next are those from
-    /// that revision + 1: open the watch from there.
+    /// that revision + 1: [`watch`](Self::watch) and [`changed`](Self::changed) watch from there.
     pub fn load(&mut self, got: &GetResponse) {
+        self.take_set(got);
+        self.watch = None;
+    }
+
+    fn take_set(&mut self, got: &GetResponse) {
         self.instances = got
             .kvs()
             .iter()
@@ -335,7 +276,6 @@ impl InstanceWatch {
             })
             .collect();
         self.next_revision = Some(got.header().map_or(0, |h| h.revision()) + 1);
-        self.delivered = true;
     }
 
     /// Applies the events of one watch response; returns whether the set changed. A PUT adds an instance
@@ -361,206 +301,82 @@ impl InstanceWatch {
                 };
             }
             self.next_revision = Some(kv.mod_revision() + 1);
-            self.delivered = true;
         }
         changed
     }
 
-    /// Waits for the set to change, and returns it. The first call returns the current set (unless you
-    /// [`load`](Self::load)ed a read yourself: then it waits for the first change after that read).
+    /// Opens the watch on the prefix from [`next_revision`](Self::next_revision), right after the read
+    /// you [`load`](Self::load)ed, and waits until etcd confirms it; returns the revision it starts from.
+    /// [`changed`](Self::changed) opens it by itself: call this first to know it is open. Retries like
+    /// `changed`.
+    pub async fn watch(
+        &mut self,
+        client: &Client,
+        attempt_timeout: Duration,
+        on_retry: impl FnMut(u32, &anyhow::Error, Duration),
+    ) -> Result<i64> {
+        let from = self
+            .next_revision
+            .context("load a read of the set before watching it")?;
+        let mut watch = ResumingWatch::new(self.prefix.as_str(), true, Some(from))
+            .with_attempt_timeout(attempt_timeout);
+        match watch.next(client, on_retry).await? {
+            Delivery::Opened { from } | Delivery::Reopened { from } => {
+                self.watch = Some(watch);
+                Ok(from)
+            }
+            other => bail!(
+                "a new watch on {} delivered {other:?} before it opened",
+                self.prefix
+            ),
+        }
+    }
+
+    /// Waits for the set to change, and returns it. The first call returns the current set, read with one
+    /// GET (unless you [`load`](Self::load)ed a read yourself: then it waits for the first change after
+    /// that read).
     ///
     /// Retries what a retry can fix: a lost connection or an etcd restart re-opens the watch from the
     /// revision after the last change applied (so nothing is missed or applied twice), a compacted
     /// history reads the set again; `on_retry(attempt, error, pause)` is called after each failed
-    /// attempt. Returns an error only when etcd refuses the watch or on an error retrying cannot fix
-    /// (not [`is_transient`]). Each attempt is bounded by `attempt_timeout`. It is safe to drop while it waits
-    /// (in `tokio::select!` with a shutdown signal): the next call opens a new watch where this one was.
+    /// attempt, each bounded by `attempt_timeout`. Returns an error only when etcd refuses the watch or on
+    /// an error retrying cannot fix. It is safe to drop while it waits (in `tokio::select!` with a shutdown
+    /// signal): the next call opens a new watch where this one was.
     pub async fn changed(
         &mut self,
         client: &Client,
         attempt_timeout: Duration,
         mut on_retry: impl FnMut(u32, &anyhow::Error, Duration),
     ) -> Result<&BTreeMap<String, String>> {
-        let mut stream = match self.stream.take() {
-            Some(stream) => stream,
-            None if self.next_revision.is_none() => {
-                let opened = self.open(client, attempt_timeout, &mut on_retry).await?;
-                self.stream = Some(opened.stream);
+        let Some(from) = self.next_revision else {
+            let mut watch = ResumingWatch::new(self.prefix.as_str(), true, None)
+                .with_attempt_timeout(attempt_timeout);
+            let got = watch.read_then_watch(client, on_retry).await?;
+            self.take_set(&got);
+            self.watch = Some(watch);
+            return Ok(&self.instances);
+        };
+        // Taken out while it waits, so that a call dropped halfway leaves none: the next one opens anew.
+        let mut watch = self.watch.take().unwrap_or_else(|| {
+            ResumingWatch::new(self.prefix.as_str(), true, Some(from))
+                .with_attempt_timeout(attempt_timeout)
+        });
+        loop {
+            let changed = match watch.next(client, &mut on_retry).await? {
+                Delivery::Opened { .. } | Delivery::Reopened { .. } => false,
+                Delivery::Events(response) => self.apply(&response),
+                // The history we needed was compacted: this is the set now, watched from right after.
+                Delivery::CaughtUp(got) => {
+                    let before = std::mem::take(&mut self.instances);
+                    self.take_set(&got);
+                    self.instances != before
+                }
+            };
+            if changed {
+                self.watch = Some(watch);
                 return Ok(&self.instances);
             }
-            None => {
-                self.open(client, attempt_timeout, &mut on_retry)
-                    .await?
-                    .stream
-            }
-        };
-        loop {
-            match stream.message().await {
-                // The history we asked for is gone: read the set again, and watch after that read.
-                Ok(Some(resp)) if resp.canceled() && resp.compact_revision() > 0 => {
-                    debug!(
-                        "revision {:?} of {} was compacted; reading the set again",
-                        self.next_revision, self.prefix
-                    );
-                    let before = self.instances.clone();
-                    stream = self
-                        .reload(client, attempt_timeout, &mut on_retry)
-                        .await?
-                        .stream;
-                    if self.instances != before {
-                        self.stream = Some(stream);
-                        return Ok(&self.instances);
-                    }
-                }
-                Ok(Some(resp)) if resp.canceled() => {
-                    bail!(
-                        "etcd canceled the watch on {}: {}",
-                        self.prefix,
-                        resp.cancel_reason()
-                    )
-                }
-                Ok(Some(resp)) => {
-                    if self.apply(&resp) {
-                        self.stream = Some(stream);
-                        return Ok(&self.instances);
-                    }
-                }
-                Err(e) if !is_transient(&e) => {
-                    return Err(anyhow!(e).context(format!("watch {}", self.prefix)))
-                }
-                // etcd restarted, the network dropped: open again from where we were.
-                Ok(None) | Err(_) => {
-                    debug!("the watch on {} broke; re-opening it", self.prefix);
-                    stream = self
-                        .open(client, attempt_timeout, &mut on_retry)
-                        .await?
-                        .stream;
-                }
-            }
         }
-    }
-
-    /// Opens the watch from [`next_revision`](Self::next_revision) (after reading the set first, if it was
-    /// never read), and waits until etcd confirms it. Use it to open the watch again after its stream ended
-    /// or failed: the changes made meanwhile are still in etcd's history and come first.
-    ///
-    /// Retries with growing pauses ([`Backoff`]) until etcd answers, each attempt bounded by
-    /// `attempt_timeout`, calling `on_retry(attempt, error, pause)` after each failure; a watch that broke
-    /// again before it delivered anything also makes the next open wait longer, so that a stream failing
-    /// at once every time cannot make a busy loop. It fails only on an error retrying cannot fix.
-    ///
-    /// If that part of the history was compacted, etcd confirms the watch, then cancels it with
-    /// `compact_revision()` set: call [`reload`](Self::reload) then.
-    pub async fn open(
-        &mut self,
-        client: &Client,
-        attempt_timeout: Duration,
-        on_retry: impl FnMut(u32, &anyhow::Error, Duration),
-    ) -> Result<OpenWatch> {
-        self.open_with_backoff(client, attempt_timeout, false, on_retry)
-            .await
-    }
-
-    /// Reads the set again with one GET, then opens the watch from that read's revision + 1. Use it when
-    /// a response says `canceled()` with `compact_revision() > 0`: the changes since
-    /// [`next_revision`](Self::next_revision) cannot be replayed, but the state they led to can be read.
-    /// Retries like [`open`](Self::open).
-    pub async fn reload(
-        &mut self,
-        client: &Client,
-        attempt_timeout: Duration,
-        on_retry: impl FnMut(u32, &anyhow::Error, Duration),
-    ) -> Result<OpenWatch> {
-        self.open_with_backoff(client, attempt_timeout, true, on_retry)
-            .await
-    }
-
-    async fn open_with_backoff(
-        &mut self,
-        client: &Client,
-        attempt_timeout: Duration,
-        read_first: bool,
-        mut on_retry: impl FnMut(u32, &anyhow::Error, Duration),
-    ) -> Result<OpenWatch> {
-        // A watch that opened fine and broke before delivering anything counts as a failure too.
-        let quick = self
-            .opened_at
-            .take()
-            .is_some_and(|at| !self.delivered && at.elapsed() < STABLE);
-        if quick {
-            let pause = self.quick_breaks.next_pause();
-            debug!("the last watch broke before delivering anything; waiting {pause:?} first");
-            tokio::time::sleep(pause).await;
-        } else {
-            self.quick_breaks.reset();
-        }
-        let mut backoff = Backoff::default();
-        loop {
-            let read_first = read_first || self.next_revision.is_none();
-            let attempt = self.try_open(client, read_first);
-            let error = match tokio::time::timeout(attempt_timeout, attempt).await {
-                Ok(Ok(opened)) => {
-                    self.opened_at = Some(Instant::now());
-                    self.delivered = false;
-                    return Ok(opened);
-                }
-                Ok(Err(e)) => match e.downcast_ref::<etcd_client::Error>() {
-                    Some(etcd) if !is_transient(etcd) => return Err(e),
-                    _ => e,
-                },
-                Err(_) => anyhow!("etcd did not answer within {attempt_timeout:?}"),
-            };
-            let pause = backoff.next_pause();
-            debug!("opening the watch on {} failed: {error:#}", self.prefix);
-            on_retry(backoff.failures(), &error, pause);
-            tokio::time::sleep(pause).await;
-        }
-    }
-
-    /// One attempt: (the GET, then) the watch and etcd's confirmation.
-    async fn try_open(&mut self, client: &Client, read_first: bool) -> Result<OpenWatch> {
-        let prefix = self.prefix.clone();
-        if read_first {
-            let got = client
-                .kv_client()
-                .max_decoding_message_size(MAX_RESPONSE)
-                .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
-                .await
-                .with_context(|| format!("read the instances under {prefix}"))?;
-            self.load(&got);
-        }
-        let from = self
-            .next_revision
-            .expect("the set was read before, so the next revision is known");
-        let options = WatchOptions::new().with_prefix().with_start_revision(from);
-        let mut stream = client
-            .watch_client()
-            .max_decoding_message_size(MAX_RESPONSE)
-            .watch(prefix.as_str(), Some(options))
-            .await
-            .with_context(|| format!("watch {prefix}"))?;
-        // `watch` returns once the stream is open; the watch exists when etcd answers `created`.
-        let created = stream
-            .message()
-            .await
-            .with_context(|| format!("wait for etcd to confirm the watch on {prefix}"))?
-            .ok_or_else(|| {
-                anyhow!("etcd closed the stream before confirming the watch on {prefix}")
-            })?;
-        if created.canceled() && created.compact_revision() == 0 {
-            bail!(
-                "etcd refused the watch on {prefix}: {}",
-                created.cancel_reason()
-            );
-        }
-        debug!(
-            "watch {} on {prefix} open from revision {from}",
-            created.watch_id()
-        );
-        Ok(OpenWatch {
-            watch_id: created.watch_id(),
-            stream,
-        })
     }
 
     /// The instance ID in a key under the prefix: the rest of the key.

@@ -543,6 +543,35 @@ impl QuickBreaks {
     }
 }
 
+impl ResumingWatch {
+    /// Reads what the watched keys hold now with one GET, and opens the watch from the revision right
+    /// after that read, for [`next`](Self::next) to go on from: the start of a watcher that keeps a copy of
+    /// the keys (a cache, the instances of a service), which needs the state first and then every change
+    /// after it. Go's `cli.Get(ctx, key, clientv3.WithPrefix())`, then `cli.Watch(ctx, key,
+    /// clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision + 1))`.
+    ///
+    /// Retries like [`catch_up`](Self::catch_up), each attempt bounded by the attempt timeout. A stream
+    /// it held before is closed, and the events [`next`](Self::next) delivered last are not counted as
+    /// handled: the read covers them.
+    pub async fn read_then_watch(
+        &mut self,
+        client: &Client,
+        on_retry: impl FnMut(u32, &anyhow::Error, Duration),
+    ) -> Result<GetResponse> {
+        self.open = None;
+        self.delivered_up_to = None;
+        let mut opened = self
+            .catch_up(client, self.attempt_timeout, on_retry)
+            .await?;
+        let state = opened
+            .state
+            .take()
+            .ok_or_else(|| anyhow!("no read of {} came with the watch", self.describe()))?;
+        self.open = Some(opened);
+        Ok(state)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
