@@ -1,7 +1,6 @@
-//! # watch: see every change to a key as it happens
-//!
-//! The article's WATCH program: connect, watch the key `name`, print each PUT and DELETE as it comes.
-//! Beyond it: a prefix, a replay, resuming without a gap or a repeat, canceling the watch on Ctrl-C.
+//! # watch: the article's WATCH program (connect, watch `name`, print each PUT and DELETE as it comes),
+//! then what a watcher in a service needs beyond it: a prefix, a replay from a past revision, resuming
+//! without a gap or a repeat after a lost stream or a compaction, and canceling the watch on Ctrl-C.
 
 mod cli;
 mod show;
@@ -75,7 +74,9 @@ async fn run(args: cli::Args) -> Result<()> {
             Ok(Err(e)) => bail!(give_up(format!("watch {what}"), e, MAX_RESPONSE)),
             Ok(Ok(None)) => Some("etcd closed the stream".into()),
         };
-        let reopening = resume(&client, &args, next, lost, breaks.broke());
+        let pause = breaks.broke();
+        show::lost(lost.as_deref(), pause);
+        let reopening = resume(&client, &args, next, lost, pause);
         let opened = match shutdown.unless_stopped(reopening).await {
             Ok(opened) => opened?,
             Err(signal) => return show::stopped_reconnecting(signal),
@@ -130,7 +131,6 @@ async fn resume(
     lost: Option<String>,
     pause: Duration,
 ) -> Result<Opened> {
-    show::lost(lost.as_deref(), pause);
     tokio::time::sleep(pause).await;
     let mut watch = ResumingWatch::new(args.key.as_str(), args.prefix, Some(next));
     let timeout = args.connect.dial_timeout; // for each try
