@@ -106,7 +106,7 @@ async fn watch(client: &Client, args: &cli::Args, what: &str) -> Result<(WatchSt
     };
     let (created, stream) = tokio::time::timeout(args.connect.dial_timeout, opening)
         .await
-        .context("etcd did not answer in time (--dial-timeout)")?
+        .with_context(|| format!("cannot open a watch on {what}: no answer in --dial-timeout"))?
         .with_context(|| format!("cannot open a watch on {what}"))?;
     let created = match created {
         Some(c) if !c.canceled() => c,
