@@ -572,6 +572,33 @@ impl ResumingWatch {
     }
 }
 
+/// Cancels the watch `watch_id` on the server and waits, at most `limit`, for etcd to confirm it: `true`
+/// once etcd answered `canceled`, `false` if it did not in time or the stream is gone.
+///
+/// `WatchStream::cancel` only queues the request: a program that exits right after it may close the
+/// connection before the request leaves. etcd's `canceled` answer proves it dropped the watch. Changes
+/// still on their way come first and are dropped, as the caller has stopped. `false` is harmless: etcd
+/// drops a watch when its stream closes. Use it on the way out of a watcher, with the dial timeout.
+pub async fn cancel(stream: &mut WatchStream, watch_id: i64, limit: Duration) -> bool {
+    let confirmed = async {
+        stream.cancel(watch_id).await?;
+        while let Some(reply) = stream.message().await? {
+            if reply.canceled() && reply.watch_id() == watch_id {
+                return Ok(true);
+            }
+        }
+        Ok::<bool, etcd_client::Error>(false)
+    };
+    match tokio::time::timeout(limit, confirmed).await {
+        Ok(Ok(confirmed)) => confirmed,
+        Ok(Err(e)) => {
+            debug!("cannot cancel watch {watch_id}: {e}");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

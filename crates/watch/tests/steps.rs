@@ -1,4 +1,4 @@
-//! `ResumingWatch` and `backoff` from src/lib.rs, in-process, against a throwaway etcd.
+//! The recipes `ResumingWatch` and `Backoff` (crates/recipes), in-process, against a throwaway etcd.
 
 use std::net::TcpListener;
 use std::time::Duration;
