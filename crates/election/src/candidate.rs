@@ -33,6 +33,8 @@ pub async fn candidate(
     // hangs on an etcd that stopped answering.
     let mut exit = ExitBudget::new(args.connect.dial_timeout);
     let outcome = match Session::start(&client, lease, ttl).await {
+        // The session is dropped at the end of this arm: its renewals stop before the revoke below, or
+        // the renewer would see the lease vanish and report it.
         Ok(mut session) => {
             let term = Term {
                 name: &args.name,
@@ -42,8 +44,6 @@ pub async fn candidate(
             };
             term.run(&mut client, &mut session, shutdown, &mut exit)
                 .await
-            // Dropping the session here stops its renewals before the revoke below, or the renewer would
-            // see the lease vanish and report it.
         }
         Err(e) => Err(e),
     };
