@@ -2,8 +2,9 @@
 //!
 //! One of several copies of a service must do what only one may do (run the scheduler, own a shard):
 //! etcd's election service picks it, and another when it goes. The demo is etcd's Go example (a wins, b
-//! waits, a proclaims, a resigns, b wins), then a leader crashes. `cargo run -p election -- --id a --hold
-//! 10` is one candidate (src/candidate.rs), `--observe` prints each new leader (src/observer.rs).
+//! waits, a proclaims, a resigns, b wins), then a leader crashes. One candidate of your own is
+//! `cargo run -p election -- --id a --hold 10` (src/candidate.rs); `--observe` (src/observer.rs) prints
+//! each new leader. Start several of each, `kill -9` the leader, and b takes over about `--ttl` later.
 
 mod candidate;
 mod cli;
@@ -16,7 +17,6 @@ use etcd_client::{Client, LeaderKey, ProclaimOptions, ResignOptions};
 use recipes::kept_lease::Session;
 use recipes::shutdown::{ExitBudget, Shutdown};
 use support::{b_won_within, leader_key, queued, text, Candidate, Waiting};
-use tokio::time::Instant;
 
 // The single-threaded runtime runs the few background tasks (renewals, b's campaign) while main awaits.
 #[tokio::main(flavor = "current_thread")]
@@ -98,7 +98,7 @@ async fn demo_steps(c: &mut Client, name: &str, ttl: i64, leases: &mut Vec<i64>)
 
 /// A lease: its ID and the TTL etcd granted. `demo` revokes it at the end.
 async fn grant(c: &mut Client, ttl: i64, leases: &mut Vec<i64>) -> Result<(i64, i64)> {
-    let grant = c.lease_grant(ttl, None).await.context("grant a lease")?;
+    let grant = c.lease_grant(ttl, None).await.context("grant a lease")?; // Go: cli.Grant(ctx, ttl)
     leases.push(grant.id());
     Ok((grant.id(), grant.ttl()))
 }
@@ -181,10 +181,10 @@ async fn b_wins(c: &mut Client, name: &str, waiting: Waiting, key_b: &str) -> Re
     Ok(())
 }
 
-/// 8. A crashed leader does not resign: its key goes when its lease runs out. a leads on a lease nobody renews.
+/// 8. A crashed leader does not resign: its key goes when its lease expires. Here, a lease nobody renews.
 async fn a_crashes(c: &mut Client, name: &str, lease_b: i64, leases: &mut Vec<i64>) -> Result<()> {
     let (lease, ttl) = grant(c, 2, leases).await?; // a short TTL keeps the demo short
-    let granted = Instant::now();
+    let granted = std::time::Instant::now();
     let doing = format!("candidate a: campaign for {name} again");
     let crashed = leader_key(&c.campaign(name, "a", lease).await.context(doing)?, "a")?;
     let crashed_key = text(crashed.key());

@@ -80,11 +80,11 @@ pub struct Candidate {
     pub create_revision: i64,
 }
 
-/// Waits up to [`DEMO_TIMEOUT`] until `key` is queued under `<name>/`, and returns its create revision and the
-/// first candidate (the leader). A blocked campaign gives no sign that it reached etcd; its key appearing
-/// does. This reads the queue (sorted by create revision: that order *is* the queue, leader first), and
-/// if `key` is not there yet, watches the prefix from the revision right after that read until its PUT
-/// arrives. Starting at the read's revision + 1 means no write can slip in between.
+/// Waits up to [`DEMO_TIMEOUT`] until `key` is queued under `<name>/`, and returns its create revision
+/// and the first candidate (the leader). A blocked campaign gives no sign that it reached etcd; its key
+/// appearing does. This reads the queue (sorted by create revision: that order *is* the queue, leader
+/// first), and if `key` is not there yet, watches the prefix from the revision right after that read
+/// until its PUT arrives. Starting at the read's revision + 1 means no write can slip in between.
 pub async fn queued(client: &mut Client, name: &str, key: &str) -> Result<(i64, Candidate)> {
     let prefix = format!("{name}/");
     let sorted = GetOptions::new()
