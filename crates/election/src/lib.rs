@@ -1,11 +1,11 @@
-//! The reusable part of the `election` topic: a session (a lease kept alive in the background) to campaign
-//! with, and a leader query that tells "nobody leads" from a failure.
+//! The reusable part of the `election` topic that is specific to elections: a leader query that tells
+//! "nobody leads" from a failure. The session to campaign with (a lease kept alive in the background) is
+//! `recipes::kept_lease::Session`, shared with the lock topic.
 //!
 //! Every other call of the topic (`lease_grant`, `campaign`, `proclaim`, `leader`, `observe`, `resign`,
 //! `lease_revoke`) is one `etcd-client` call, and `src/main.rs` (the demo), `src/candidate.rs` or
-//! `src/observer.rs` makes it at the step that explains it. This file depends only on `etcd-client`,
-//! `tokio`, `anyhow` and `log`, so it can be copied into a service as is (see the topic README, "Use it in
-//! your project").
+//! `src/observer.rs` makes it at the step that explains it. This file depends only on `etcd-client`, so it
+//! can be copied into a service as is (see the topic README, "Use it in your project").
 //!
 //! How etcd's election works, in three sentences. Every candidate writes a key `<name>/<its lease id in
 //! hex>` attached to its lease, with its value (its address, its ID); the key with the lowest create
@@ -14,16 +14,7 @@
 //! leader is replaced. These are the keys Go's `concurrency.Election` writes, so Go and Rust candidates can
 //! stand in one election.
 
-use std::time::Duration;
-
 use etcd_client::{Client, KeyValue};
-
-/// First pause before re-trying a call that failed because etcd could not be reached; it doubles after
-/// each failure up to [`MAX_PAUSE`], so a process waiting out an etcd restart does not spin.
-pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
-
-/// Longest pause between two attempts to reach etcd again.
-pub const MAX_PAUSE: Duration = Duration::from_secs(2);
 
 /// The message etcd's election service answers `leader` with when no candidate holds the election
 /// (Go's `concurrency.ErrElectionNoLeader`).

@@ -1,5 +1,6 @@
-//! The items of src/lib.rs (`Session`, `current_leader`) in-process, against a throwaway etcd, together
-//! with the etcd-client election calls the programs make around them, and what the README says about them.
+//! `current_leader` (src/lib.rs) and the session the programs campaign with (`recipes::kept_lease::Session`)
+//! in-process, against a throwaway etcd, together with the etcd-client election calls the programs make
+//! around them, and what the README says about them.
 
 use std::time::Duration;
 
