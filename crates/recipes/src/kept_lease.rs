@@ -83,7 +83,7 @@ impl KeptLease {
     /// it runs again, so the freeze must end before that TTL is over, with a second for etcd to wake up
     /// and serve it. With a TTL of 5 s, a 4 s freeze is ridden out only if it starts less than 1 s after a
     /// renewal. (If the client's HTTP/2 keep-alive pings give up on the connection during the freeze, the
-    /// renewal waits for a stream re-opened on a new connection: count up to [`MAX_PAUSE`] more.) For
+    /// renewal waits for a stream re-opened on a new connection: count up to 2 s more.) For
     /// longer freezes, ask for a longer TTL.
     pub fn renew_every(&self) -> Duration {
         third_of(self.ttl)

@@ -166,7 +166,7 @@ pub fn give_up(
             anyhow!(
                 "{doing}: one reply from etcd is over the {limit} this watcher accepts ({}); \
                  it holds many events of history at once, so watch from a later revision, or raise \
-                 the limit (MAX_RESPONSE in src/lib.rs)",
+                 the limit (MAX_RESPONSE in resuming_watch.rs)",
                 status
                     .message()
                     .trim_start_matches("Error, ")

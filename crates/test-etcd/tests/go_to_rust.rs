@@ -44,7 +44,12 @@ fn check(doc_name: &str) -> Vec<String> {
     let rows: Vec<Vec<String>> = doc
         .lines()
         .filter(|l| l.starts_with("| `") || l.starts_with("| ("))
-        .map(|l| l.trim_matches('|').split(" | ").map(|c| c.trim().to_string()).collect())
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
         .collect();
     let mut wrong = Vec::new();
     for call in GO_CALLS {
@@ -74,7 +79,9 @@ fn check(doc_name: &str) -> Vec<String> {
         let call = needle.trim_start_matches('.').trim_end_matches('(');
         let call = call.rsplit("::").next().unwrap_or(call);
         if !rust.contains(call) && !row[1].starts_with('(') {
-            wrong.push(format!("docs/{doc_name}: `{needle}` is not the Rust call {rust}"));
+            wrong.push(format!(
+                "docs/{doc_name}: `{needle}` is not the Rust call {rust}"
+            ));
         }
     }
     wrong

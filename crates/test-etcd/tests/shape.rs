@@ -167,7 +167,12 @@ fn each_article_topic_connects_within_its_first_60_lines_and_names_the_go_calls(
             Some(line) => wrong.push(format!("{topic}: Client::connect at line {line}, past 60")),
             None => wrong.push(format!("{topic}: no Client::connect( in code")),
         }
-        let go: Vec<&str> = source.lines().filter(|l| l.contains("// Go:")).collect();
+        // `// Go: cli.Put(..)`, or a numbered step's `// 1. Go: m.Lock(ctx)`.
+        let go: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.split_once("//").map(|(_, comment)| comment))
+            .filter(|comment| comment.contains("Go: "))
+            .collect();
         for call in *calls {
             if !go.iter().any(|l| l.contains(call)) {
                 wrong.push(format!("{topic}: no `// Go:` comment names {call}"));
