@@ -1,14 +1,14 @@
-//! The lease keeper's fault tests, run against `recipes::kept_lease::Session` driven the way the lock
-//! topic drives it. `tests/kept_lease_faults.rs` runs the same scenarios, with the same names, against
-//! the `KeptLease` it is built on.
+//! The lease keeper's fault tests: etcd restarted, frozen, down past the TTL, the lease revoked, and normal
+//! running, each against `recipes::kept_lease::KeptLease` driven as the keepalive topic drives it, and
+//! against `Session` (the same `KeptLease` in a task of its own) driven as the lock topic drives it.
 //!
 //! Everything runs in-process against a real etcd (`test_etcd::TestEtcd`) that is killed, restarted,
 //! frozen (SIGSTOP) and stopped under the keeper, with TTLs of 3 to 5 seconds.
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, LockOptions};
-use recipes::kept_lease::Session;
+use etcd_client::{Client, LockOptions, PutOptions};
+use recipes::kept_lease::{KeptLease, Renewal, Session};
 use test_etcd::TestEtcd;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -53,13 +53,87 @@ impl Drop for Kept {
     }
 }
 
-/// The lock this file's key belongs to.
+/// The key `KeptLease`'s driver puts on the lease.
+const KEY: &str = "/faults/key";
+
+/// The lock whose key `Session`'s driver holds on the lease.
 const NAME: &str = "/faults/lock";
+
+/// The two ways the topics keep a lease: [`KeptLease`] renewed by the caller (keepalive, discovery's
+/// register), and [`Session`], the same `KeptLease` renewed in a task of its own (lock, election). Every
+/// scenario runs against both.
+#[derive(Debug, Clone, Copy)]
+enum Keeper {
+    KeptLease,
+    Session,
+}
+
+async fn keep(keeper: Keeper, etcd: &TestEtcd, ttl: i64) -> Kept {
+    match keeper {
+        Keeper::KeptLease => keep_kept_lease(etcd, ttl).await,
+        Keeper::Session => keep_session(etcd, ttl).await,
+    }
+}
+
+/// The driver for `KeptLease`, as `src/main.rs` runs it: grant a lease, put the key on it,
+/// open the keep-alive stream with `client.lease_keep_alive(id)`, hand its two ends to `KeptLease::new`,
+/// then loop on `renew_when_due()`, calling `reopen()` when the stream breaks. `Renewal::Gone`, or a
+/// `reopen` that fails because etcd says the lease is gone, ends it as gone; a `reopen` that runs out of
+/// time ends it as lost.
+async fn keep_kept_lease(etcd: &TestEtcd, ttl: i64) -> Kept {
+    let mut client = connect(etcd).await;
+    let grant = client.lease_grant(ttl, None).await.expect("grant a lease");
+    let (id, ttl) = (grant.id(), grant.ttl());
+    client
+        .put(KEY, "kept", Some(PutOptions::new().with_lease(id)))
+        .await
+        .expect("put the key on the lease");
+    let (keeper, stream) = client
+        .lease_keep_alive(id)
+        .await
+        .expect("open a keep-alive stream");
+    let mut lease = KeptLease::new(id, ttl, keeper, stream);
+    let opened = Instant::now();
+    let (report, outcome) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let ended = loop {
+            match lease.renew_when_due().await {
+                Ok(Renewal::Alive { .. }) => {}
+                Ok(Renewal::Gone) => {
+                    break Ended::Gone(format!("lease {id:016x} is gone: {}", lease.why_gone()))
+                }
+                Err(_broken) => {
+                    if let Err(e) = lease.reopen(&mut client).await {
+                        let why = format!("{e:#}");
+                        break if why.contains("is gone") {
+                            Ended::Gone(why)
+                        } else {
+                            Ended::Lost(why)
+                        };
+                    }
+                }
+            }
+        };
+        let _ = report.send(Outcome {
+            ended,
+            at: Instant::now(),
+            deadline: lease.deadline(),
+        });
+    });
+    Kept {
+        id,
+        ttl,
+        key: KEY.to_string(),
+        opened,
+        outcome,
+        task,
+    }
+}
 
 /// The driver for `Session`, as `src/contender.rs` (`contend`) runs it: grant a lease, start a session on
 /// it, lock with the lease, and wait on `session.lost()`. The lock key `<NAME>/<lease>` is the key on the
 /// lease. `lost()` only says why in words, so the words decide between gone and lost.
-async fn keep(etcd: &TestEtcd, ttl: i64) -> Kept {
+async fn keep_session(etcd: &TestEtcd, ttl: i64) -> Kept {
     let mut client = connect(etcd).await;
     let grant = client.lease_grant(ttl, None).await.expect("grant a lease");
     let (id, ttl) = (grant.id(), grant.ttl());
@@ -184,10 +258,9 @@ async fn stays_kept(client: &mut Client, kept: &mut Kept, span: Duration) -> Vec
     left
 }
 
-#[tokio::test]
-async fn survives_an_etcd_restart_within_the_ttl() {
+async fn survives_an_etcd_restart_within_the_ttl(keeper: Keeper) {
     let mut etcd = TestEtcd::start().await;
-    let mut kept = keep(&etcd, 5).await;
+    let mut kept = keep(keeper, &etcd, 5).await;
     let ttl = secs(kept.ttl);
 
     // A crash of etcd (SIGKILL), and a restart on the same ports and data.
@@ -216,11 +289,10 @@ fn longest_freeze(ttl: Duration) -> Duration {
     ttl - ttl / 3 - Duration::from_secs(1)
 }
 
-#[tokio::test]
-async fn survives_a_freeze_of_two_thirds_of_the_ttl_less_a_second() {
+async fn survives_a_freeze_of_two_thirds_of_the_ttl_less_a_second(keeper: Keeper) {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let mut kept = keep(&etcd, 6).await;
+    let mut kept = keep(keeper, &etcd, 6).await;
     let ttl = secs(kept.ttl);
 
     // SIGSTOP: etcd keeps its sockets open and accepts connections, but answers nothing. The worst case:
@@ -238,11 +310,10 @@ async fn survives_a_freeze_of_two_thirds_of_the_ttl_less_a_second() {
     stays_kept(&mut client, &mut kept, 3 * ttl).await;
 }
 
-#[tokio::test]
-async fn reports_gone_when_the_lease_is_revoked() {
+async fn reports_gone_when_the_lease_is_revoked(keeper: Keeper) {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let mut kept = keep(&etcd, 3).await;
+    let mut kept = keep(keeper, &etcd, 3).await;
     let ttl = secs(kept.ttl);
 
     // Another client (an operator with `etcdctl lease revoke`) ends the lease the keeper renews.
@@ -279,11 +350,10 @@ async fn reports_gone_when_the_lease_is_revoked() {
     );
 }
 
-#[tokio::test]
-async fn reports_lost_when_etcd_stays_down_past_the_ttl() {
+async fn reports_lost_when_etcd_stays_down_past_the_ttl(keeper: Keeper) {
     let mut etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let mut kept = keep(&etcd, 3).await;
+    let mut kept = keep(keeper, &etcd, 3).await;
     let ttl = secs(kept.ttl);
     let margin = Duration::from_secs(3);
     // A few renewals first, so that the deadline comes from a renewal, not from opening the stream.
@@ -327,11 +397,10 @@ async fn reports_lost_when_etcd_stays_down_past_the_ttl() {
     );
 }
 
-#[tokio::test]
-async fn renews_at_a_third_of_the_ttl() {
+async fn renews_at_a_third_of_the_ttl(keeper: Keeper) {
     let etcd = TestEtcd::start().await;
     let mut client = etcd.client().await;
-    let mut kept = keep(&etcd, 5).await;
+    let mut kept = keep(keeper, &etcd, 5).await;
     let span = 3 * secs(kept.ttl);
 
     let left = stays_kept(&mut client, &mut kept, span).await;
@@ -351,4 +420,62 @@ async fn renews_at_a_third_of_the_ttl() {
         renewals + 2 >= expected && renewals <= expected + 1,
         "{renewals} renewals seen in {span:?}, expected about {expected}: {left:?}"
     );
+}
+
+mod kept_lease {
+    use super::Keeper;
+
+    #[tokio::test]
+    async fn survives_an_etcd_restart_within_the_ttl() {
+        super::survives_an_etcd_restart_within_the_ttl(Keeper::KeptLease).await
+    }
+
+    #[tokio::test]
+    async fn survives_a_freeze_of_two_thirds_of_the_ttl_less_a_second() {
+        super::survives_a_freeze_of_two_thirds_of_the_ttl_less_a_second(Keeper::KeptLease).await
+    }
+
+    #[tokio::test]
+    async fn reports_gone_when_the_lease_is_revoked() {
+        super::reports_gone_when_the_lease_is_revoked(Keeper::KeptLease).await
+    }
+
+    #[tokio::test]
+    async fn reports_lost_when_etcd_stays_down_past_the_ttl() {
+        super::reports_lost_when_etcd_stays_down_past_the_ttl(Keeper::KeptLease).await
+    }
+
+    #[tokio::test]
+    async fn renews_at_a_third_of_the_ttl() {
+        super::renews_at_a_third_of_the_ttl(Keeper::KeptLease).await
+    }
+}
+
+mod session {
+    use super::Keeper;
+
+    #[tokio::test]
+    async fn survives_an_etcd_restart_within_the_ttl() {
+        super::survives_an_etcd_restart_within_the_ttl(Keeper::Session).await
+    }
+
+    #[tokio::test]
+    async fn survives_a_freeze_of_two_thirds_of_the_ttl_less_a_second() {
+        super::survives_a_freeze_of_two_thirds_of_the_ttl_less_a_second(Keeper::Session).await
+    }
+
+    #[tokio::test]
+    async fn reports_gone_when_the_lease_is_revoked() {
+        super::reports_gone_when_the_lease_is_revoked(Keeper::Session).await
+    }
+
+    #[tokio::test]
+    async fn reports_lost_when_etcd_stays_down_past_the_ttl() {
+        super::reports_lost_when_etcd_stays_down_past_the_ttl(Keeper::Session).await
+    }
+
+    #[tokio::test]
+    async fn renews_at_a_third_of_the_ttl() {
+        super::renews_at_a_third_of_the_ttl(Keeper::Session).await
+    }
 }
