@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use etcd_client::{
-    CampaignResponse, Client, EventType, GetOptions, LeaderKey, SortOrder, SortTarget, WatchOptions,
-};
+use etcd_client::{CampaignResponse, Client, GetOptions, LeaderKey, SortOrder, SortTarget};
 use log::debug;
 use recipes::shutdown::ExitBudget;
 use tokio::task::JoinHandle;
@@ -117,36 +115,8 @@ pub async fn queued(client: &mut Client, name: &str, key: &str) -> Result<(i64, 
 
 /// The create revision of the first PUT of `key` under `prefix` from revision `from` on.
 async fn put_of(client: &mut Client, prefix: &str, key: &str, from: i64) -> Result<i64> {
-    let mut watch = client
-        .watch_client()
-        .max_decoding_message_size(recipes::resuming_watch::MAX_RESPONSE)
-        .watch(
-            prefix,
-            Some(WatchOptions::new().with_prefix().with_start_revision(from)),
-        )
-        .await
-        .with_context(|| format!("watch {prefix}"))?;
-    // Dropping `watch` on return closes the watch.
-    loop {
-        let Some(resp) = watch.message().await? else {
-            bail!("etcd closed the watch on {prefix}");
-        };
-        if resp.canceled() {
-            bail!(
-                "etcd cancelled the watch on {prefix}: {}",
-                resp.cancel_reason()
-            );
-        }
-        let put = resp
-            .events()
-            .iter()
-            .filter(|event| event.event_type() == EventType::Put)
-            .filter_map(|event| event.kv())
-            .find(|kv| kv.key() == key.as_bytes());
-        if let Some(kv) = put {
-            return Ok(kv.create_revision());
-        }
-    }
+    let kv = recipes::resuming_watch::first_put(client, prefix, key, from).await?;
+    Ok(kv.create_revision())
 }
 
 /// Reads back what is left under `<name>/` once the demo's `leases` are revoked, and says so: the demo

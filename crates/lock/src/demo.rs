@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, LockResponse, SortOrder, SortTarget, Txn,
-    TxnOp, WatchOptions,
+    Client, Compare, CompareOp, GetOptions, LockResponse, SortOrder, SortTarget, Txn, TxnOp,
 };
 use lock::LockKey;
 use log::debug;
@@ -127,36 +126,8 @@ pub async fn queued(client: &mut Client, name: &str, lease: i64) -> Result<(Lock
 
 /// The PUT of `key`, watched for under `prefix` from revision `from`.
 async fn put_of(client: &mut Client, prefix: &str, key: &str, from: i64) -> Result<LockKey> {
-    let mut watch = client
-        .watch_client()
-        .max_decoding_message_size(recipes::resuming_watch::MAX_RESPONSE)
-        .watch(
-            prefix,
-            Some(WatchOptions::new().with_prefix().with_start_revision(from)),
-        )
-        .await
-        .with_context(|| format!("watch {prefix}"))?;
-    // Dropping `watch` on return closes the watch.
-    loop {
-        let Some(resp) = watch.message().await? else {
-            bail!("etcd closed the watch on {prefix}");
-        };
-        if resp.canceled() {
-            bail!(
-                "etcd cancelled the watch on {prefix}: {}",
-                resp.cancel_reason()
-            );
-        }
-        let put = resp
-            .events()
-            .iter()
-            .filter(|event| event.event_type() == EventType::Put)
-            .filter_map(|event| event.kv())
-            .find(|kv| kv.key() == key.as_bytes());
-        if let Some(kv) = put {
-            return Ok(lock_key(kv));
-        }
-    }
+    let kv = recipes::resuming_watch::first_put(client, prefix, key, from).await?;
+    Ok(lock_key(&kv))
 }
 
 /// The key a lock call took, and the lease that keeps it alive, as the key says.

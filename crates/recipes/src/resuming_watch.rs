@@ -599,6 +599,46 @@ pub async fn cancel(stream: &mut WatchStream, watch_id: i64, limit: Duration) ->
     }
 }
 
+/// Waits for the first PUT of `key`, watching every key under `prefix` from revision `from`, and returns the
+/// key-value it wrote. For a program that must see another's write land before it goes on (a contender
+/// queued, a candidate registered): watching from a revision read before, nothing written in between is
+/// missed. One watch, not resumed: bound the wait with `tokio::time::timeout`.
+pub async fn first_put(
+    client: &Client,
+    prefix: &str,
+    key: &str,
+    from: i64,
+) -> Result<etcd_client::KeyValue> {
+    let options = WatchOptions::new().with_prefix().with_start_revision(from);
+    let mut watch = client
+        .watch_client()
+        .max_decoding_message_size(MAX_RESPONSE)
+        .watch(prefix, Some(options))
+        .await
+        .map_err(|e| anyhow!(e).context(format!("watch {prefix}")))?;
+    // Dropping `watch` on return closes the watch.
+    loop {
+        let Some(resp) = watch.message().await? else {
+            return Err(anyhow!("etcd closed the watch on {prefix}"));
+        };
+        if resp.canceled() {
+            return Err(anyhow!(
+                "etcd cancelled the watch on {prefix}: {}",
+                resp.cancel_reason()
+            ));
+        }
+        let put = resp
+            .events()
+            .iter()
+            .filter(|event| event.event_type() == etcd_client::EventType::Put)
+            .filter_map(|event| event.kv())
+            .find(|kv| kv.key() == key.as_bytes());
+        if let Some(kv) = put {
+            return Ok(kv.clone());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
