@@ -145,7 +145,9 @@ if [ $# -eq 0 ]; then
   for dir in crates/*/; do
     lib="$dir/src/lib.rs"
     [ -f "$dir/src/main.rs" ] && [ -f "$lib" ] || continue
-    grep -qE '\b(recipes|etcd_connect)::' "$lib" || topics+=("$(basename "$dir")")
+    # Claimed copyable alone: its README has the section, and its code (comments aside) uses nothing of ours.
+    grep -q '^## Use it in your project' "$dir/README.md" 2>/dev/null || continue
+    grep -v '^[[:space:]]*//' "$lib" | grep -qE '\b(recipes|etcd_connect)::' || topics+=("$(basename "$dir")")
   done
 fi
 
