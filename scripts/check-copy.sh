@@ -147,7 +147,9 @@ if [ $# -eq 0 ]; then
     [ -f "$dir/src/main.rs" ] && [ -f "$lib" ] || continue
     # Claimed copyable alone: its README has the section, and its code (comments aside) uses nothing of ours.
     grep -q '^## Use it in your project' "$dir/README.md" 2>/dev/null || continue
-    grep -v '^[[:space:]]*//' "$lib" | grep -qE '\b(recipes|etcd_connect)::' || topics+=("$(basename "$dir")")
+    # (Not `grep -v | grep -q`: with pipefail, the first grep's SIGPIPE when -q stops early fails the pipe.)
+    code=$(grep -v '^[[:space:]]*//' "$lib")
+    grep -qE '\b(recipes|etcd_connect)::' <<<"$code" || topics+=("$(basename "$dir")")
   done
 fi
 
