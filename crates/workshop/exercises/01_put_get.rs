@@ -1,4 +1,5 @@
-//! Exercise 1: connect, PUT and GET. The lesson: crates/kv/src/main.rs, steps 1 and 2.
+//! Exercise 1: connect, PUT and GET. The lesson: crates/kv/src/main.rs, steps 0 to 2 (0 connects through
+//! `etcd_connect::dial`, whose options are in crates/etcd-connect/src/lib.rs, `fn options`).
 //!
 //! Write `greeting = hello` under the workshop's prefix, read it back, and print what you read.
 
@@ -26,8 +27,8 @@ async fn main() -> anyhow::Result<()> {
 
     // Go: cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
     let mut client: Client = todo!(
-        "connect: ConnectOptions with a 5 s connect timeout, then Client::connect(endpoints, ..)"
-    );
+            "connect: ConnectOptions::new().with_connect_timeout(..), then Client::connect(endpoints, Some(options))"
+        );
     println!("connected");
 
     // Go: _, err = cli.Put(ctx, "/workshop/01/greeting", "hello")

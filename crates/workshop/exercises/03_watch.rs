@@ -1,4 +1,4 @@
-//! Exercise 3: a watch that prints each event. The lesson: crates/watch/src/main.rs.
+//! Exercise 3: a watch that prints each event. The lesson: crates/watch/src/main.rs, steps 2 and 3.
 //!
 //! Watch every key under the workshop's prefix and print each change as `PUT <key> = <value>` or
 //! `DELETE <key>`. Stop after three changes. The checker makes them once you print `watching`.

@@ -1,4 +1,5 @@
-//! Exercise 5: a keep-alive that stops on Ctrl-C and revokes. The lesson: crates/keepalive/src/main.rs.
+//! Exercise 5: a keep-alive that stops on Ctrl-C and revokes. The lesson: crates/keepalive/src/main.rs,
+//! step 3, and `renew_when_due` in crates/recipes/src/kept_lease.rs (one renewal: send, then read).
 //!
 //! Grant a lease of 3 seconds, put `alive = yes` on it, and renew it every second until Ctrl-C; then
 //! revoke it, so that etcd deletes the key at once. Rust's keep-alive sends nothing unless you send it.
@@ -43,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = ticks.tick() => {
-                todo!("send one renewal on the keeper, read one answer, print `renewed: ttl <n>s`");
+                todo!("each tick: keeper.keep_alive().await?, then answers.message().await?, then print `renewed: ttl <n>s`");
             }
             _ = tokio::signal::ctrl_c() => break,
         }

@@ -22,32 +22,39 @@ use recipes::kept_lease::Session;
 
 const LOCK: &str = "/workshop/06/lock";
 
-async fn hold_the_lock(mut client: Client, task: u32) -> anyhow::Result<()> {
-    // Go: s, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
-    let lease = client.lease_grant(10, None).await?;
-    let session = Session::start(&client, lease.id(), lease.ttl()).await?;
-
+async fn hold_the_lock(mut client: Client, lease_id: i64, task: u32) -> anyhow::Result<()> {
     // Go: m := concurrency.NewMutex(s, "/workshop/06/lock"); m.Lock(ctx)
-    let locked: LockResponse = todo!("lock LOCK with the session's lease (LockOptions)");
+    let locked: LockResponse =
+        todo!("lock LOCK on the session's lease: client.lock(.., LockOptions)");
     println!("task {task} acquired");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    println!("task {task} released");
     // Go: m.Unlock(ctx)
-    todo!("unlock: with the key the lock call returned, not the name");
-
-    // Go: s.Close()
-    drop(session);
-    client.lease_revoke(lease.id()).await?;
+    todo!("unlock: with the key the lock call returned (locked.key()), not the lock's name");
+    println!("task {task} released");
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
-    let client = Client::connect(workshop::endpoints(), Some(options)).await?;
-    let one = tokio::spawn(hold_the_lock(client.clone(), 1));
-    let two = tokio::spawn(hold_the_lock(client.clone(), 2));
+    let mut client = Client::connect(workshop::endpoints(), Some(options)).await?;
+
+    // Go: s1, err := concurrency.NewSession(cli, concurrency.WithTTL(10)), and s2 the same
+    let (lease1, lease2) = (
+        client.lease_grant(10, None).await?,
+        client.lease_grant(10, None).await?,
+    );
+    let session1 = Session::start(&client, lease1.id(), lease1.ttl()).await?;
+    let session2 = Session::start(&client, lease2.id(), lease2.ttl()).await?;
+
+    let one = tokio::spawn(hold_the_lock(client.clone(), session1.lease_id(), 1));
+    let two = tokio::spawn(hold_the_lock(client.clone(), session2.lease_id(), 2));
     one.await??;
     two.await??;
+
+    // Go: s1.Close(); s2.Close()
+    drop((session1, session2));
+    client.lease_revoke(lease1.id()).await?;
+    client.lease_revoke(lease2.id()).await?;
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Exercise 1: connect, PUT and GET. The lesson: crates/kv/src/main.rs, steps 1 and 2.
+//! Exercise 1: connect, PUT and GET. The lesson: crates/kv/src/main.rs, steps 0 to 2 (0 connects through
+//! `etcd_connect::dial`, whose options are in crates/etcd-connect/src/lib.rs, `fn options`).
 //!
 //! Write `greeting = hello` under the workshop's prefix, read it back, and print what you read.
 

@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     while !client.get(KEY, None).await?.kvs().is_empty() {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(10),
-            "{KEY} is still there"
+            "{KEY} is still there after 10 s: was it put with the lease (PutOptions::new().with_lease)?"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

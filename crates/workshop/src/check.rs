@@ -16,8 +16,8 @@ mod judges;
 /// The outcome of one check: done, or not yet with what failed and a hint.
 pub struct Verdict {
     pub done: bool,
-    what: String,
-    hint: String,
+    pub what: String,
+    pub hint: String,
 }
 
 impl Verdict {
@@ -126,6 +126,9 @@ impl Run {
     }
 }
 
+/// The hint for a failure whose reason only the program's whole output shows; `run` adds the command.
+const RUN_IT_ALONE: &str = "run it alone to see the whole error";
+
 /// Why a program failed, in the words of the checker: a `todo!()` it reached, or its error.
 pub fn failure(stderr: &str) -> (String, String) {
     // `thread 'main' (1234) panicked at crates/workshop/exercises/01_put_get.rs:18:9:`, then the message.
@@ -139,7 +142,10 @@ pub fn failure(stderr: &str) -> (String, String) {
         return match todo {
             Some(todo) => (
                 format!("it reached a todo!() at {}", at.trim_end_matches(':')),
-                format!("write that step: {todo}"),
+                match todo.trim() {
+                    "" => "write that step".to_string(),
+                    todo => format!("write that step: {todo}"),
+                },
             ),
             None => (
                 format!("it panicked at {}: {message}", at.trim_end_matches(':')),
@@ -159,10 +165,7 @@ pub fn failure(stderr: &str) -> (String, String) {
             format!("write that step: {}", todo.trim_end_matches('"')),
         );
     }
-    (
-        format!("it failed: {last}"),
-        "run it yourself to see the whole error".to_string(),
-    )
+    (format!("it failed: {last}"), RUN_IT_ALONE.to_string())
 }
 
 /// Runs the exercise with a clean slate (its keys deleted), judges it, and deletes its keys again.
@@ -173,11 +176,20 @@ pub async fn run(
     connect: &etcd_connect::ConnectArgs,
 ) -> Result<Verdict> {
     delete_its_keys(&mut client, exercise).await?;
+    judges::prepare(exercise.number, &mut client).await?;
     let endpoints = connect.endpoints.join(",");
     let run = Run::start(program, &endpoints)?;
     let verdict = judges::judge(exercise.number, run, &mut client).await;
     delete_its_keys(&mut client, exercise).await?;
-    verdict
+    let mut verdict = verdict?;
+    if verdict.hint == RUN_IT_ALONE {
+        // The whole error is in what the program printed: say how to run it alone.
+        verdict.hint = format!(
+            "run it alone to see the whole error: ETCD_ENDPOINTS={endpoints} cargo run -q -p workshop --bin {}",
+            exercise.binary(program.ends_with(exercise.binary(true)))
+        );
+    }
+    Ok(verdict)
 }
 
 /// Deletes the keys the exercise is asked to write, and nothing else.

@@ -24,6 +24,10 @@ fn load() -> BTreeMap<usize, String> {
 
 /// Keeps the result of a check of the learner's exercise.
 pub fn remember(exercise: &Exercise, done: bool) {
+    // The workshop's own tests check prebuilt binaries: what they find is not the learner's progress.
+    if std::env::var_os("WORKSHOP_BIN_DIR").is_some() {
+        return;
+    }
     let mut states = load();
     states.insert(
         exercise.number,
@@ -42,11 +46,12 @@ pub fn remember(exercise: &Exercise, done: bool) {
 pub fn list() -> Result<()> {
     let states = load();
     for exercise in EXERCISES {
-        let state = states
-            .get(&exercise.number)
-            .map_or("not checked yet", String::as_str);
+        let state = match states.get(&exercise.number) {
+            Some(state) => format!("last check: {state}"),
+            None => "not checked yet".to_string(),
+        };
         println!(
-            "{:>2}. {:<52} {:<16} {}",
+            "{:>2}. {:<52} {:<28} {}",
             exercise.number,
             exercise.title,
             state,

@@ -3,11 +3,19 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use etcd_client::{Client, GetOptions};
+use etcd_client::{Client, GetOptions, Txn, TxnOp};
 
 use super::{failure, Run, Verdict};
 
 const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// What the checker writes before the exercise runs: the second key of exercise 2.
+pub async fn prepare(number: usize, client: &mut Client) -> Result<()> {
+    if number == 2 {
+        client.put(SECOND_KEY, "large", None).await?;
+    }
+    Ok(())
+}
 
 pub async fn judge(number: usize, run: Run, client: &mut Client) -> Result<Verdict> {
     match number {
@@ -57,9 +65,13 @@ async fn put_get(run: Run, client: &mut Client) -> Result<Verdict> {
             "the PUT: client.put(KEY, \"hello\", None)",
         ));
     }
-    let hint = "print each key-value the GET returned";
+    let hint = "the GET found nothing to print: client.get(KEY, None), with the KEY that was put";
     Ok(missing(&lines, "got /workshop/01/greeting = hello", hint).unwrap_or_else(Verdict::done))
 }
+
+/// Written before exercise 2 runs: a second key under its prefix, so that a read of the prefix is told
+/// from a read of `color` alone.
+pub const SECOND_KEY: &str = "/workshop/02/size";
 
 async fn old_revision(run: Run, client: &mut Client) -> Result<Verdict> {
     let lines = match ran(run).await {
@@ -71,17 +83,24 @@ async fn old_revision(run: Run, client: &mut Client) -> Result<Verdict> {
         .find_map(|l| l.strip_prefix("put /workshop/02/color = red at revision "))
         .and_then(|rest| rest.split(',').next())
         .unwrap_or("?");
-    if let Some(verdict) = missing(
-        &lines,
+    let prefix_read =
+        "read every key under PREFIX: client.get(PREFIX, Some(GetOptions::new().with_prefix()))";
+    for line in [
         "now: /workshop/02/color = blue",
-        "the GET with GetOptions::new().with_prefix()",
-    ) {
-        return Ok(verdict);
+        "now: /workshop/02/size = large",
+    ] {
+        if let Some(verdict) = missing(&lines, line, prefix_read) {
+            return Ok(verdict);
+        }
     }
-    let then = format!("at revision {red_at}: /workshop/02/color = red");
-    let hint = "the same GET, with .with_revision(red_revision) added to its options";
-    if let Some(verdict) = missing(&lines, &then, hint) {
-        return Ok(verdict);
+    let hint = "the same prefix read, with .with_revision(red_revision) added to its options";
+    for then in [
+        format!("at revision {red_at}: /workshop/02/color = red"),
+        format!("at revision {red_at}: /workshop/02/size = large"),
+    ] {
+        if let Some(verdict) = missing(&lines, &then, hint) {
+            return Ok(verdict);
+        }
     }
     let now = value(client, "/workshop/02/color").await?;
     Ok(if now.as_deref() == Some("blue") {
@@ -100,39 +119,62 @@ async fn watch(mut run: Run, client: &mut Client) -> Result<Verdict> {
         .await
         .is_none()
     {
-        let (ended, _) = run.finish(Duration::from_secs(1)).await;
-        let (what, hint) = ended.err().map(|e| failure(&e)).unwrap_or_default();
-        return Ok(Verdict::not_yet(
-            format!("it never printed `watching`; {what}"),
-            &hint,
-        ));
+        return Ok(ended_early(run, "it never printed `watching`").await);
     }
-    client.put("/workshop/03/a", "1", None).await?;
-    client.put("/workshop/03/b", "2", None).await?;
+    // Two changes in one transaction: one message with two events. Then a third, alone.
+    let two_puts = Txn::new().and_then([
+        TxnOp::put("/workshop/03/a", "1", None),
+        TxnOp::put("/workshop/03/b", "2", None),
+    ]);
+    client.txn(two_puts).await?;
     client.delete("/workshop/03/a", None).await?;
-    let lines = match ran(run).await {
-        Ok(lines) => lines,
-        Err(verdict) => return Ok(verdict),
-    };
+    let prefix =
+        "watch the whole prefix: WatchOptions::new().with_prefix(), then read stream.message()";
     for (line, hint) in [
-        (
-            "PUT /workshop/03/a = 1",
-            "print `PUT <key> = <value>` for EventType::Put",
-        ),
+        ("PUT /workshop/03/a = 1", prefix),
         (
             "PUT /workshop/03/b = 2",
-            "print every event of every message, not only the first",
+            "one message can carry several events: print every one of resp.events()",
         ),
         (
             "DELETE /workshop/03/a",
             "print `DELETE <key>` for EventType::Delete",
         ),
     ] {
-        if let Some(verdict) = missing(&lines, line, hint) {
-            return Ok(verdict);
+        if run
+            .line_containing(line, Duration::from_secs(5))
+            .await
+            .is_none()
+        {
+            return Ok(match run.finish(Duration::from_secs(1)).await {
+                (Err(stderr), _) if !stderr.starts_with("it was still running") => failed(&stderr),
+                _ => Verdict::not_yet(format!("it did not print `{line}`"), hint),
+            });
         }
     }
+    if let (Err(stderr), _) = run.finish(RUN_LIMIT).await {
+        return Ok(failed(&stderr));
+    }
     Ok(Verdict::done())
+}
+
+/// The verdict for a program that stopped (or hung) before printing `what` it should have.
+async fn ended_early(run: Run, what: &str) -> Verdict {
+    match run.finish(Duration::from_secs(1)).await {
+        (Err(stderr), _) if !stderr.starts_with("it was still running") => {
+            let (why, hint) = failure(&stderr);
+            Verdict::not_yet(format!("{what}; {why}"), &hint)
+        }
+        _ => Verdict::not_yet(
+            format!("{what}, and did not end"),
+            "the step before it waits forever",
+        ),
+    }
+}
+
+fn failed(stderr: &str) -> Verdict {
+    let (what, hint) = failure(stderr);
+    Verdict::not_yet(what, &hint)
 }
 
 async fn lease(run: Run, client: &mut Client) -> Result<Verdict> {
@@ -179,12 +221,14 @@ async fn keepalive(mut run: Run, client: &mut Client) -> Result<Verdict> {
             .await
             .is_none()
         {
-            let (ended, _) = run.finish(Duration::from_secs(1)).await;
-            let (what, hint) = ended.err().map(|e| failure(&e)).unwrap_or_default();
-            return Ok(Verdict::not_yet(
-                format!("renewal {n} never came; {what}"),
-                &hint,
-            ));
+            let verdict = ended_early(run, &format!("renewal {n} never came")).await;
+            let hint =
+                "each tick: keeper.keep_alive().await?, then answers.message().await?, then print";
+            return Ok(if verdict.what.ends_with("did not end") {
+                Verdict::not_yet(verdict.what, hint)
+            } else {
+                verdict
+            });
         }
     }
     if value(client, "/workshop/05/alive").await?.is_none() {
@@ -210,11 +254,31 @@ async fn keepalive(mut run: Run, client: &mut Client) -> Result<Verdict> {
     Ok(Verdict::done())
 }
 
-async fn lock(run: Run, client: &mut Client) -> Result<Verdict> {
-    let lines = match ran(run).await {
-        Ok(lines) => lines,
-        Err(verdict) => return Ok(verdict),
-    };
+async fn lock(mut run: Run, client: &mut Client) -> Result<Verdict> {
+    let before = leases(client).await?;
+    if run
+        .line_containing("released", Duration::from_secs(15))
+        .await
+        .is_none()
+    {
+        return Ok(ended_early(run, "no task released the lock").await);
+    }
+    if run
+        .line_containing("acquired", Duration::from_secs(5))
+        .await
+        .is_none()
+    {
+        let hint = "unlock with the key the lock call returned: client.unlock(locked.key())";
+        return Ok(Verdict::not_yet(
+            "the other task never got the lock after the first released it",
+            hint,
+        ));
+    }
+    // `finish` returns every line printed, those read above included.
+    let (ended, lines) = run.finish(RUN_LIMIT).await;
+    if let Err(stderr) = ended {
+        return Ok(failed(&stderr));
+    }
     let turns: Vec<&String> = lines.iter().filter(|l| l.starts_with("task ")).collect();
     let alternate = turns.len() == 4
         && turns.chunks(2).all(|pair| {
@@ -231,14 +295,32 @@ async fn lock(run: Run, client: &mut Client) -> Result<Verdict> {
     let left = client
         .get("/workshop/06/lock", Some(GetOptions::new().with_prefix()))
         .await?;
-    Ok(if left.kvs().is_empty() {
-        Verdict::done()
-    } else {
-        Verdict::not_yet(
+    if !left.kvs().is_empty() {
+        return Ok(Verdict::not_yet(
             "a lock key is still there",
             "unlock with the key the lock call returned",
+        ));
+    }
+    let after = leases(client).await?;
+    Ok(if after.iter().any(|id| !before.contains(id)) {
+        Verdict::not_yet(
+            "a lease was left behind (etcd grants one of 60 s to a lock without a lease)",
+            "lock on the session's lease: LockOptions::new().with_lease(lease_id)",
         )
+    } else {
+        Verdict::done()
     })
+}
+
+/// The IDs of the leases etcd holds now.
+async fn leases(client: &mut Client) -> Result<Vec<i64>> {
+    Ok(client
+        .leases()
+        .await?
+        .leases()
+        .iter()
+        .map(|l| l.id())
+        .collect())
 }
 
 async fn put_if_absent(run: Run, client: &mut Client) -> Result<Verdict> {
