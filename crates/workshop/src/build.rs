@@ -21,7 +21,7 @@ pub fn binary(exercise: &Exercise, solution: bool) -> Result<PathBuf, Verdict> {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let built = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "workshop", "--bin", &name])
+        .args(build_args(&name))
         .current_dir(repository())
         .output();
     let built = match built {
@@ -50,6 +50,12 @@ pub fn binary(exercise: &Exercise, solution: bool) -> Result<PathBuf, Verdict> {
     Ok(target.join("debug").join(name))
 }
 
+/// `cargo build` of one binary alone: cargo then compiles that target only, so another exercise that does
+/// not compile does not stop it (tests/isolation.rs shows cargo doing so).
+pub fn build_args(binary: &str) -> [&str; 6] {
+    ["build", "--quiet", "-p", "workshop", "--bin", binary]
+}
+
 /// The first `error` line of cargo's output, with the place it points at.
 fn first_error(stderr: &str) -> String {
     let mut lines = stderr.lines();
@@ -65,6 +71,14 @@ fn first_error(stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exercise_is_built_alone() {
+        assert_eq!(
+            build_args("ex03"),
+            ["build", "--quiet", "-p", "workshop", "--bin", "ex03"]
+        );
+    }
 
     #[test]
     fn the_first_error_comes_with_its_place() {
