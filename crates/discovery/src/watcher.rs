@@ -248,25 +248,11 @@ fn retrying(attempt: u32, error: &anyhow::Error, pause: Duration) {
     );
 }
 
-/// 5. Cancel the watch on the server, so etcd stops tracking it, then exit 0.
-///
-/// `cancel` only queues the request on the stream; waiting for etcd's `canceled` answer proves it dropped
-/// the watch. The wait is bounded: an unconfirmed cancel is harmless, as etcd drops a watch when its
-/// stream closes.
+/// Step 5: cancel the watch on the server, so etcd stops tracking it, then exit 0. `resuming_watch::cancel`
+/// waits, at most `timeout`, for etcd's `canceled` answer: an unconfirmed cancel is harmless, as etcd
+/// drops a watch when its stream closes.
 async fn stop(mut stream: WatchStream, watch_id: i64, why: &str, timeout: Duration) -> Result<()> {
-    let confirmed = tokio::time::timeout(timeout, async {
-        stream.cancel(watch_id).await.ok()?;
-        loop {
-            match stream.message().await {
-                Ok(Some(r)) if r.canceled() && r.watch_id() == watch_id => return Some(()),
-                // Changes that were already on their way; we have stopped, so they are dropped.
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => return None,
-            }
-        }
-    })
-    .await;
-    if let Ok(Some(())) = confirmed {
+    if recipes::resuming_watch::cancel(&mut stream, watch_id, timeout).await {
         println!("stopped ({why}): watch {watch_id} canceled on the server");
     } else {
         println!("stopped ({why}): etcd did not confirm the cancel; it drops the watch when we disconnect");
